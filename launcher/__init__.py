@@ -1,0 +1,1 @@
+"""Everything about a job: specs, rendering, Slurm, requeue, checkpoints, the CLI."""

@@ -1,0 +1,146 @@
+"""The `aiinfra` command. Library errors become messages and exit codes here only.
+
+Start-up stays light for login nodes: this module imports click alone; each command
+imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from aiinfra import __version__
+from aiinfra.launcher.errors import AiinfraError, SlurmError, SpecError
+
+EXIT_INPUT = 2   # bad job file, profile or flag: nothing was submitted
+EXIT_SLURM = 1   # Slurm refused or failed
+
+
+class InputError(click.ClickException):
+    exit_code = EXIT_INPUT
+
+
+class AiinfraGroup(click.Group):
+    """Turns the library's typed errors into one clear line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SpecError as exc:
+            raise InputError(f"{exc}\nnothing was submitted") from exc
+        except SlurmError as exc:
+            raise click.ClickException(f"Slurm: {exc}") from exc
+        except AiinfraError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=AiinfraGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="aiinfra")
+def main() -> None:
+    """Launch AI training and inference on Slurm."""
+
+
+@main.command()
+@click.argument("job_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--profile", "-p", "profile_ref", required=True,
+              help="Cluster profile: a name (see `aiinfra profiles list`) or a .toml path.")
+@click.option("--dry-run", is_flag=True, help="Print the exact script; submit nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print {job_id, script, log} as JSON.")
+@click.option("--nodes", type=str, help="Override the job's node count.")
+@click.option("--time", "time_limit", type=str, help="Override the time limit (Slurm format).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any job field, e.g. --set env.SEED=3 (repeatable).")
+def submit(job_file: Path, profile_ref: str, dry_run: bool, as_json: bool, nodes: str | None,
+           time_limit: str | None, sets: Sequence[str]) -> None:
+    """Render JOB_FILE's sbatch script for a profile and submit it with sbatch."""
+    from aiinfra.launcher import submit as submitting
+
+    overrides = submitting.overrides(nodes=nodes, time_limit=time_limit, sets=sets)
+    rendered = submitting.prepare(job_file, profile_ref, overrides, Path.cwd())
+    if dry_run:
+        if as_json:
+            _print_json({"job_id": None, "script": str(rendered.script_path),
+                         "text": rendered.text})
+        else:
+            click.echo(rendered.text, nl=False)
+        return
+    job_id = submitting.submit(rendered)
+    log = str(rendered.log_path).replace("%j", job_id)
+    if as_json:
+        _print_json({"job_id": job_id, "script": str(rendered.script_path), "log": log})
+    else:
+        click.echo(job_id)
+        click.echo(f"aiinfra: submitted {rendered.script_path}; log {log}", err=True)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
+def status(job_id: str, as_json: bool) -> None:
+    """Show a job's state (squeue while queued or running, then sacct)."""
+    from dataclasses import asdict
+
+    from aiinfra.launcher import slurm
+
+    state = slurm.job_state(_job_id(job_id))
+    if as_json:
+        _print_json(asdict(state))
+        return
+    restarts = "" if state.restarts is None else f"  restarts={state.restarts}"
+    exit_code = f"  exit={state.exit_code}" if state.exit_code else ""
+    click.echo(f"{state.job_id}  {state.name}  {state.state}{exit_code}  nodes={state.nodes}"
+               f"  elapsed={state.elapsed}{restarts}")
+
+
+@main.command()
+@click.argument("job_id")
+def cancel(job_id: str) -> None:
+    """Cancel a job (scancel)."""
+    from aiinfra.launcher import slurm
+
+    slurm.scancel(_job_id(job_id))
+    click.echo(f"cancelled {job_id}")
+
+
+@main.group()
+def profiles() -> None:
+    """List and show cluster profiles."""
+
+
+@profiles.command("list")
+def profiles_list() -> None:
+    """Every profile found by name, and where it lives."""
+    from aiinfra.launcher import spec
+
+    for name, path in spec.available_profiles().items():
+        description = spec.read_toml(path).get("description", "")
+        click.echo(f"{name:<20} {description}  [{path}]")
+
+
+@profiles.command("show")
+@click.argument("ref")
+def profiles_show(ref: str) -> None:
+    """The resolved profile REF (inheritance applied) as JSON."""
+    from aiinfra.launcher import spec
+
+    loaded = spec.load_profile(ref)
+    _print_json({"name": loaded.name, "path": str(loaded.path),
+                 "inherits_chain": [str(p) for p in loaded.chain],
+                 "profile": spec.as_plain(loaded.profile)})
+
+
+def _job_id(text: str) -> str:
+    head = text.split("_", 1)[0]
+    if not head.isdigit():
+        raise InputError(f"{text!r} is not a Slurm job id")
+    return text
+
+
+def _print_json(data: object) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")

@@ -1,0 +1,46 @@
+"""Typed errors of the library. Only the CLI turns them into messages and exit codes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+
+class AiinfraError(Exception):
+    """Base class of every error aiinfra raises on purpose."""
+
+
+class SpecError(AiinfraError):
+    """Bad input in a job file, a profile or a command-line override.
+
+    ``source`` names where the value came from (a file path or ``--set``),
+    ``field`` the dotted key, ``choices`` the valid alternatives when there is a list.
+    """
+
+    def __init__(self, source: str, field: str, message: str, choices: Iterable[str] = ()) -> None:
+        self.source = source
+        self.field = field
+        self.message = message
+        self.choices = tuple(choices)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.source}: {self.field}" if self.field else self.source
+        text = f"{where}: {self.message}"
+        if self.choices:
+            text += f" (valid: {', '.join(self.choices)})"
+        return text
+
+
+class SlurmError(AiinfraError):
+    """A Slurm command failed, timed out or was not found."""
+
+    def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str) -> None:
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        status = "timed out" if self.returncode is None else f"exited {self.returncode}"
+        detail = self.stderr.strip() or "(no output on stderr)"
+        return f"{' '.join(self.argv)} {status}: {detail}"

@@ -1,0 +1,167 @@
+"""Strict conversion of TOML tables into frozen dataclasses.
+
+One mechanism serves job files and profiles: unknown keys are rejected with the valid
+list, types are checked (``true`` is not an ``int``), per-field checks come from the
+dataclass field's ``metadata["check"]``, and every error names where the value came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from aiinfra.launcher.errors import SpecError
+
+T = TypeVar("T")
+Check = Callable[[Any], "str | None"]
+
+
+class Origins:
+    """Which source (file path or CLI flag) set each dotted key; the longest prefix wins."""
+
+    def __init__(self, default: str) -> None:
+        self.default = default
+        self._by_path: dict[str, str] = {}
+
+    def record(self, path: str, source: str) -> None:
+        self._by_path[path] = source
+
+    def source_of(self, path: str) -> str:
+        parts = path.split(".")
+        for end in range(len(parts), 0, -1):
+            found = self._by_path.get(".".join(parts[:end]))
+            if found is not None:
+                return found
+        return self.default
+
+    def error(self, path: str, message: str, choices: typing.Iterable[str] = ()) -> SpecError:
+        return SpecError(self.source_of(path), path, message, choices)
+
+
+def merge(base: Mapping[str, Any], over: Mapping[str, Any], origins: Origins, source: str,
+          prefix: str = "") -> dict[str, Any]:
+    """Deep-merge ``over`` onto ``base``: tables merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value, origins, source, f"{path}.")
+        else:
+            out[key] = value
+            origins.record(path, source)
+    return out
+
+
+def field(default: Any = dataclasses.MISSING, *, check: Check | None = None,
+          doc: str = "") -> Any:
+    """A dataclass field with an optional value check and a line of documentation."""
+    meta = {"check": check, "doc": doc}
+    if isinstance(default, (list, dict, tuple)) and default:
+        raise TypeError("use an immutable, empty default")
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=lambda: types.MappingProxyType({}), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def build(cls: type[T], data: Any, origins: Origins, path: str = "") -> T:
+    """Build the frozen dataclass ``cls`` from ``data``, or raise :class:`SpecError`."""
+    if not isinstance(data, Mapping):
+        raise origins.error(path or "(top level)", f"expected a table, got {_kind(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        if key not in fields:
+            raise origins.error(_join(path, key), "unknown key", sorted(fields))
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for name, fld in fields.items():
+        sub = _join(path, name)
+        if name not in data:
+            if fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING:
+                raise origins.error(sub, "required key is missing")
+            continue
+        value = convert(hints[name], data[name], origins, sub)
+        check = fld.metadata.get("check")
+        problem = check(value) if check and value is not None else None
+        if problem:
+            raise origins.error(sub, problem)
+        values[name] = value
+    return cls(**values)
+
+
+def convert(tp: Any, value: Any, origins: Origins, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it in its frozen form."""
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return convert(inner[0], value, origins, path)
+        for candidate in inner:
+            if _is_scalar_match(candidate, value):
+                return value
+        raise origins.error(path, f"expected {_describe(tp)}, got {_kind(value)}")
+    if origin is Literal:
+        if value not in args:
+            raise origins.error(path, f"{value!r} is not allowed", [str(a) for a in args])
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise origins.error(path, f"expected a list, got {_kind(value)}")
+        return tuple(convert(args[0], item, origins, f"{path}[{i}]") for i, item in enumerate(value))
+    if origin in (dict, Mapping, typing.Mapping):
+        if not isinstance(value, Mapping):
+            raise origins.error(path, f"expected a table, got {_kind(value)}")
+        return types.MappingProxyType(
+            {k: convert(args[1], v, origins, _join(path, k)) for k, v in value.items()})
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, origins, path)
+    if _is_scalar_match(tp, value):
+        return value
+    raise origins.error(path, f"expected {_describe(tp)}, got {_kind(value)}")
+
+
+def _is_scalar_match(tp: Any, value: Any) -> bool:
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    return False
+
+
+def _describe(tp: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    if tp in names:
+        return names[tp]
+    args = [a for a in get_args(tp) if a is not type(None)]
+    if args:
+        return " or ".join(_describe(a) for a in args)
+    return getattr(tp, "__name__", str(tp))
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a table"
+    return type(value).__name__
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key

@@ -1,0 +1,89 @@
+"""The only module that runs Slurm commands: argv lists, parsable output, typed errors."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiinfra.launcher.errors import SlurmError
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+def run(argv: Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
+    """Run a Slurm command and return its stdout; any failure raises SlurmError."""
+    try:
+        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s,
+                              check=False, stdin=subprocess.DEVNULL)
+    except FileNotFoundError as exc:
+        raise SlurmError(argv, 127, f"{argv[0]} not found: is Slurm installed and on PATH?") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise SlurmError(argv, None, f"no answer within {timeout_s:g} s") from exc
+    if proc.returncode != 0:
+        raise SlurmError(argv, proc.returncode, proc.stderr)
+    return proc.stdout
+
+
+def sbatch(script: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
+    """Submit ``script`` and return the job id (``--parsable``: ``id`` or ``id;cluster``)."""
+    argv = ["sbatch", "--parsable", str(script)]
+    out = run(argv, timeout_s).strip()
+    job_id = out.split(";", 1)[0]
+    if not job_id.isdigit():
+        raise SlurmError(argv, 0, f"unexpected --parsable output {out!r}")
+    return job_id
+
+
+def scancel(job_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    run(["scancel", job_id], timeout_s)
+
+
+@dataclass(frozen=True)
+class JobState:
+    job_id: str
+    name: str
+    state: str
+    exit_code: str
+    nodes: str
+    elapsed: str
+    restarts: int | None
+
+
+_SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "NodeList", "Elapsed")
+_SQUEUE_FORMAT = "%i|%j|%T|%N|%M|%R"
+
+
+def job_state(job_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> JobState:
+    """The job's state: squeue while it is known to slurmctld, else sacct."""
+    try:
+        live = run(["squeue", "--noheader", "--jobs", job_id, f"--format={_SQUEUE_FORMAT}"],
+                   timeout_s)
+    except SlurmError:
+        live = ""  # slurmctld has forgotten a finished job ("Invalid job id"); sacct has not
+    if live.strip():
+        jid, name, state, nodes, elapsed, _reason = live.strip().splitlines()[0].split("|", 5)
+        return JobState(jid, name, state, "", nodes, elapsed, _restarts(job_id, timeout_s))
+    rows = sacct(job_id, timeout_s)
+    if not rows:
+        raise SlurmError(["sacct", "-j", job_id], 0, f"job {job_id} is unknown to squeue and sacct")
+    row = rows[0]
+    return JobState(row["JobID"], row["JobName"], row["State"], row["ExitCode"],
+                    row["NodeList"], row["Elapsed"], None)
+
+
+def sacct(job_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[dict[str, str]]:
+    """The job's allocation row (steps left out) as ``field -> value``."""
+    out = run(["sacct", "--parsable2", "--noheader", "--allocations", "--jobs", job_id,
+               f"--format={','.join(_SACCT_FIELDS)}"], timeout_s)
+    return [dict(zip(_SACCT_FIELDS, line.split("|"), strict=True))
+            for line in out.splitlines() if line.strip()]
+
+
+def _restarts(job_id: str, timeout_s: float) -> int | None:
+    out = run(["scontrol", "--oneliner", "show", "job", job_id], timeout_s)
+    for word in out.split():
+        if word.startswith("Restarts="):
+            return int(word.split("=", 1)[1])
+    return None

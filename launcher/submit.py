@@ -1,0 +1,52 @@
+"""The submit flow: load, render, write the script atomically, sbatch it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiinfra.launcher import slurm
+from aiinfra.launcher.render import Rendered, render_job
+from aiinfra.launcher.spec import load_job, load_profile, parse_override
+
+Override = tuple[str, str, Any]
+
+
+def overrides(nodes: str | None, time_limit: str | None, sets: Sequence[str]) -> list[Override]:
+    """Command-line overrides, applied in this order: --nodes, --time, then each --set."""
+    out: list[Override] = []
+    if nodes is not None:
+        out.append(parse_override(f"nodes={nodes}", "--nodes"))
+    if time_limit is not None:
+        out.append(("--time", "time", time_limit))
+    out += [parse_override(text) for text in sets]
+    return out
+
+
+def prepare(job_file: Path, profile_ref: str, extra: Sequence[Override], cwd: Path) -> Rendered:
+    """Everything short of submitting; raises SpecError on any bad input."""
+    profile = load_profile(profile_ref)
+    job = load_job(job_file, extra)
+    return render_job(job, profile, cwd)
+
+
+def submit(rendered: Rendered) -> str:
+    """Write the script where its header says, then submit it; returns the job id."""
+    write_atomic(rendered.script_path, rendered.text)
+    return slurm.sbatch(rendered.script_path)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
