@@ -272,7 +272,10 @@ def shquote(value: object) -> str:
     """Quote one word for bash, leaving aiinfra's own :class:`Raw` expansions alone."""
     if isinstance(value, Raw):
         return str(value)
-    return shlex.quote(str(value))
+    text = str(value)
+    if text.startswith("="):  # safe for shlex, but an assignment `A==x` reads as a typo
+        return "'" + text.replace("'", "'\"'\"'") + "'"
+    return shlex.quote(text)
 
 
 def argv(words: Iterable[object]) -> str:

@@ -125,6 +125,30 @@ def convert(tp: Any, value: Any, origins: Origins, path: str) -> Any:
     raise origins.error(path, f"expected {_describe(tp)}, got {_kind(value)}")
 
 
+def type_at(cls: type, path: str) -> Any:
+    """The annotation of the dotted key ``path`` inside dataclass ``cls`` (None if unknown)."""
+    tp: Any = cls
+    for part in path.split("."):
+        tp = _strip_optional(tp)
+        if dataclasses.is_dataclass(tp):
+            tp = get_type_hints(tp).get(part)
+        elif get_origin(tp) in (dict, Mapping, typing.Mapping):
+            tp = get_args(tp)[1]
+        else:
+            return None
+        if tp is None:
+            return None
+    return _strip_optional(tp)
+
+
+def _strip_optional(tp: Any) -> Any:
+    if get_origin(tp) in (Union, types.UnionType):
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        if len(inner) == 1:
+            return inner[0]
+    return tp
+
+
 def _is_scalar_match(tp: Any, value: Any) -> bool:
     if tp is bool:
         return isinstance(value, bool)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aiinfra.launcher.errors import SpecError
-from aiinfra.launcher.schema import Origins, build, field, merge
+from aiinfra.launcher.schema import Origins, build, field, merge, type_at
 from aiinfra.launcher.slurmtime import check_time
 
 Kind = Literal["train", "mpi", "inference"]
@@ -243,11 +243,17 @@ def _check_job(job: JobSpec, origins: Origins) -> None:
 
 
 def parse_override(text: str, flag: str = "--set") -> tuple[str, str, Any]:
-    """``key=value`` into a typed override; the value is read as TOML, else as a string."""
+    """``key=value`` into a typed override.
+
+    A value for a string field is taken as written (``--set env.SEED=7`` gives "7");
+    any other value is read as TOML (``nodes=4``, ``command=["a", "b"]``), else as text.
+    """
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key or not all(part.strip() for part in key.split(".")):
         raise SpecError(flag, text, "expected KEY=VALUE, e.g. --set nodes=2")
+    if type_at(JobSpec, key) is str:
+        return (f"{flag} {key}", key, value)
     try:
         parsed: Any = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
