@@ -60,6 +60,11 @@ def main() -> None:
     if rank == 0:
         print(f"final_loss={loss.item():.6f}", flush=True)
         print(f"final_checksum={checksum(model.module)}", flush=True)
+    # Drop DDP (and its Reducer) while the process group still lives, then shut the group
+    # down: a Reducer freed at interpreter exit joins gloo's thread while holding the GIL,
+    # which that thread may need, and the process hangs.
+    dist.barrier()
+    del model, optimizer
     dist.destroy_process_group()
 
 
