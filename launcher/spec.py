@@ -252,13 +252,14 @@ def parse_override(text: str, flag: str = "--set") -> tuple[str, str, Any]:
     key = key.strip()
     if not sep or not key or not all(part.strip() for part in key.split(".")):
         raise SpecError(flag, text, "expected KEY=VALUE, e.g. --set nodes=2")
+    label = f"{flag} {key}" if flag == "--set" else flag
     if type_at(JobSpec, key) is str:
-        return (f"{flag} {key}", key, value)
+        return (label, key, value)
     try:
         parsed: Any = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = value
-    return (f"{flag} {key}", key, parsed)
+    return (label, key, parsed)
 
 
 def _nest(key: str, value: Any) -> dict[str, Any]:

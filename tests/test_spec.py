@@ -61,7 +61,7 @@ def test_errors_name_the_override_flag_not_the_file(write: Write) -> None:
     path = write("job.toml", JOB)
     with pytest.raises(SpecError) as err:
         load_job(path, [parse_override("nodes=0", "--nodes")])
-    assert err.value.source == "--nodes nodes"
+    assert err.value.source == "--nodes"
     assert err.value.field == "nodes"
     with pytest.raises(SpecError) as err:
         load_job(path, [parse_override("checkpoint.keep=0")])

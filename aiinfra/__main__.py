@@ -1,0 +1,3 @@
+from aiinfra.launcher.cli import main
+
+main()

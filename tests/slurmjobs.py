@@ -1,0 +1,73 @@
+"""Helpers for tests that submit to the real dev cluster through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+         "PREEMPTED", "BOOT_FAIL", "DEADLINE")
+
+
+def job_env() -> dict[str, str]:
+    """The submitting environment: this interpreter's bin first (python3, torchrun)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def aiinfra(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "aiinfra", *args], cwd=REPO, env=job_env(),
+                          capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"aiinfra {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def submit(job_file: str | Path, log_dir: Path, *extra: str) -> dict[str, str]:
+    out = aiinfra("submit", str(job_file), "--profile", "local", "--json",
+                  "--set", f"log_dir={log_dir}", *extra).stdout
+    data: dict[str, str] = json.loads(out)
+    return data
+
+
+def sacct_row(job_id: str) -> dict[str, str]:
+    fields = ["State", "ExitCode", "NodeList", "NNodes"]
+    out = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations", "--jobs",
+                          job_id, f"--format={','.join(fields)}"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return dict(zip(fields, out.splitlines()[0].split("|"))) if out else {}
+
+
+def wait_final(job_id: str, timeout_s: float = 180) -> dict[str, str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        row = sacct_row(job_id)
+        if row and row["State"].split()[0] in FINAL:
+            return row
+        time.sleep(1)
+    subprocess.run(["scancel", job_id], check=False)
+    raise AssertionError(f"job {job_id} not finished after {timeout_s} s: {sacct_row(job_id)}")
+
+
+def wait_for_file(path: Path, job_id: str, timeout_s: float = 120) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.is_file():
+            return path.read_text()
+        row = sacct_row(job_id)
+        if row and row["State"].split()[0] in FINAL:
+            raise AssertionError(f"job {job_id} ended ({row}) before {path} appeared")
+        time.sleep(0.5)
+    raise AssertionError(f"{path} did not appear within {timeout_s} s")
+
+
+def hostnames(nodelist: str) -> list[str]:
+    out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
+                         text=True, check=True).stdout
+    return out.split()
