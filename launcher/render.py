@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import jinja2
 from aiinfra import __version__
 from aiinfra.launcher.errors import SpecError
 from aiinfra.launcher.spec import (JobSpec, LoadedJob, LoadedProfile, PartitionSpec,
-                                   SbatchValue, as_plain)
+                                   SbatchValue, as_plain, package_dir)
 from aiinfra.launcher.slurmtime import format_time, parse_time
 
 PORT_BASE = 20000  # per-job rendezvous port: PORT_BASE + job id % PORT_SPAN, below
@@ -287,6 +287,28 @@ def comment(value: object) -> str:
     return str(value).encode("unicode_escape").decode("ascii")
 
 
+class _QuietBytecodeCache(jinja2.FileSystemBytecodeCache):
+    """Compiled templates kept between runs; a cache that cannot be written is skipped."""
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError:
+            pass
+
+
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """``$XDG_CACHE_HOME/aiinfra/jinja-VERSION``: saves ~30 ms of template compiling per
+    command on a login node. Entries are keyed by the template source's checksum."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    directory = Path(base) / "aiinfra" / f"jinja-{__version__}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return _QuietBytecodeCache(str(directory))
+
+
 _ENV: jinja2.Environment | None = None
 
 
@@ -295,11 +317,12 @@ def template_env() -> jinja2.Environment:
     global _ENV
     if _ENV is None:
         env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(resources.files("aiinfra.templates"))),
+            loader=jinja2.FileSystemLoader(str(package_dir("aiinfra.templates"))),
             undefined=jinja2.StrictUndefined, autoescape=False, trim_blocks=True,
             lstrip_blocks=True, keep_trailing_newline=True,
             # bash's ${#array[@]} would open a Jinja comment; ours are {## ... ##}
-            comment_start_string="{##", comment_end_string="##}")
+            comment_start_string="{##", comment_end_string="##}",
+            bytecode_cache=_bytecode_cache())
         env.filters.update(shquote=shquote, argv=argv, comment=comment)
         _ENV = env
     return _ENV

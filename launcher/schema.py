@@ -8,6 +8,7 @@ dataclass field's ``metadata["check"]``, and every error names where the value c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -74,7 +75,7 @@ def build(cls: type[T], data: Any, origins: Origins, path: str = "") -> T:
     for key in data:
         if key not in fields:
             raise origins.error(_join(path, key), "unknown key", sorted(fields))
-    hints = get_type_hints(cls)
+    hints = _hints(cls)
     values: dict[str, Any] = {}
     for name, fld in fields.items():
         sub = _join(path, name)
@@ -131,7 +132,7 @@ def type_at(cls: type, path: str) -> Any:
     for part in path.split("."):
         tp = _strip_optional(tp)
         if dataclasses.is_dataclass(tp):
-            tp = get_type_hints(tp).get(part)
+            tp = _hints(tp).get(part)
         elif get_origin(tp) in (dict, Mapping, typing.Mapping):
             tp = get_args(tp)[1]
         else:
@@ -139,6 +140,12 @@ def type_at(cls: type, path: str) -> Any:
         if tp is None:
             return None
     return _strip_optional(tp)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """Resolved annotations of a dataclass (evaluating them is slow; they never change)."""
+    return get_type_hints(cls)
 
 
 def _strip_optional(tp: Any) -> Any:

@@ -23,6 +23,8 @@
 #   AIINFRA_DEV_CLUSTER_MEM_MB     RealMemory per node (MB) [2000]
 #   AIINFRA_DEV_CLUSTER_TIMEOUT    seconds allowed for each wait [90]
 #   AIINFRA_DEV_CLUSTER_DB_PORT    port of the private mariadbd [13306]
+#   AIINFRA_DEV_CLUSTER_CRED_EXPIRE  AuthInfo cred_expire, seconds; also the
+#                                  delay before a requeued job restarts [30]
 #   AIINFRA_DEV_CLUSTER_NO_INSTALL set to 1 to never run apt-get
 #   AIINFRA_DEV_CLUSTER_KEEP_JOBS  set to 1 so that `down` does not cancel jobs
 #
@@ -41,6 +43,7 @@ NUM_NODES="${AIINFRA_DEV_CLUSTER_NODES:-4}"
 NODE_MEM_MB="${AIINFRA_DEV_CLUSTER_MEM_MB:-2000}"
 WAIT_TIMEOUT="${AIINFRA_DEV_CLUSTER_TIMEOUT:-90}"
 DB_PORT="${AIINFRA_DEV_CLUSTER_DB_PORT:-13306}"
+CRED_EXPIRE="${AIINFRA_DEV_CLUSTER_CRED_EXPIRE:-30}"
 
 CLUSTER_NAME="aiinfra"
 PARTITION="debug"
@@ -310,7 +313,11 @@ SlurmUser=${SLURM_USER}
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
+# cred_expire is also how long a requeued job waits before it may start again
+# (Slurm default 120 s); shortened so requeue tests do not idle for 2 minutes.
+AuthInfo=cred_expire=${CRED_EXPIRE}
 MpiDefault=none
+MailProg=/bin/true
 
 # No cgroups: track processes through /proc, no task binding.
 ProctrackType=proctrack/linuxproc
@@ -326,6 +333,9 @@ SelectTypeParameters=CR_Core
 
 # Requeue: batch jobs are requeueable by default (scontrol requeue, node failure).
 JobRequeue=1
+# Reject at submit time a job that no partition can ever run (e.g. -N 5 on a
+# 4-node partition); the default (NO) would leave it pending forever.
+EnforcePartLimits=ALL
 # Nodes that were DOWN come back as soon as their slurmd registers again.
 ReturnToService=2
 KillWait=5
@@ -437,7 +447,7 @@ start_mariadb() {
       --datadir="$DB_DATA_DIR" --socket="$DB_SOCKET" --pid-file="$DB_PID_FILE" \
       --port="$DB_PORT" --bind-address=127.0.0.1 --skip-name-resolve \
       --log-error="$log_file" \
-      --innodb-buffer-pool-size=128M --innodb-lock-wait-timeout=900 \
+      --innodb-buffer-pool-size=256M --innodb-lock-wait-timeout=900 \
       --innodb-log-file-size=64M --max-allowed-packet=64M \
       </dev/null >>"${LOG_DIR}/mariadb.out" 2>&1
   fi

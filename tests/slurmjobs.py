@@ -22,7 +22,8 @@ def job_env() -> dict[str, str]:
 
 
 def aiinfra(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "aiinfra", *args], cwd=REPO, env=job_env(),
+    proc = subprocess.run([str(Path(sys.executable).parent / "aiinfra"), *args], cwd=REPO,
+                          env=job_env(),
                           capture_output=True, text=True, timeout=120)
     if check and proc.returncode != 0:
         raise AssertionError(f"aiinfra {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
