@@ -134,24 +134,38 @@ wait_for() {
   done
 }
 
+# pid_alive PID: the process exists and is not a zombie.  (PID 1 in a
+# container may be slow to reap, and a zombie still shows its old comm.)
+pid_alive() {
+  local stat
+  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+  stat="${stat##*) }"               # drop "pid (comm) "
+  [[ -n "$stat" && "${stat:0:1}" != Z && "${stat:0:1}" != X ]]
+}
+
 # pid_from_file FILE COMM: print the pid stored in FILE if that process is
 # alive and its command name is COMM; fail otherwise.
 pid_from_file() {
   local file="$1" comm="$2" pid
   [[ -r "$file" ]] || return 1
   pid="$(tr -dc '0-9' <"$file")"
-  [[ -n "$pid" && -r "/proc/${pid}/comm" ]] || return 1
-  [[ "$(cat "/proc/${pid}/comm" 2>/dev/null)" == "$comm" ]] || return 1
+  [[ -n "$pid" ]] || return 1
+  pid_alive "$pid" || return 1
+  local c
+  { read -r c <"/proc/${pid}/comm"; } 2>/dev/null || return 1
+  [[ "$c" == "$comm" ]] || return 1
   echo "$pid"
 }
 
 # find_procs COMM [ARG]: pids of processes named COMM whose command line
 # contains ARG as a separate word (reads /proc; procps may be absent).
 find_procs() {
-  local comm="$1" arg="${2:-}" p pid cmd
+  local comm="$1" arg="${2:-}" p pid cmd c
   for p in /proc/[0-9]*; do
     pid="${p#/proc/}"
-    [[ "$(cat 2>/dev/null <"$p/comm")" == "$comm" ]] || continue
+    { read -r c <"$p/comm"; } 2>/dev/null || continue
+    [[ "$c" == "$comm" ]] || continue
+    pid_alive "$pid" || continue
     if [[ -n "$arg" ]]; then
       cmd=" $(tr '\0' ' ' 2>/dev/null <"$p/cmdline") "
       [[ "$cmd" == *" ${arg} "* ]] || continue
@@ -182,9 +196,7 @@ stop_pid() {
   log "stopping ${name} (pid ${pid})"
   kill -TERM "$pid" 2>/dev/null || return 0
   for ((i = 0; i < 60; i++)); do
-    [[ -d "/proc/${pid}" ]] || return 0
-    # A zombie child counts as stopped.
-    [[ "$(awk '{print $3}' "/proc/${pid}/stat" 2>/dev/null)" == "Z" ]] && return 0
+    pid_alive "$pid" || return 0
     sleep 0.5
   done
   log "${name} (pid ${pid}) ignored SIGTERM for 30s; sending SIGKILL"
@@ -208,6 +220,22 @@ write_if_changed() {
   mv -f "$tmp" "$path"
   log "wrote ${path}"
   return 0
+}
+
+# spawn OUTFILE CMD...: start a (self-daemonising) command with stdin from
+# /dev/null, stdout/stderr appended to OUTFILE and every other inherited file
+# descriptor closed: a daemon must not keep our lock (fd 9) or a CI runner's
+# pipes open, or the next `up` / the CI step would wait on it forever.
+spawn() {
+  local out="$1"
+  shift
+  (
+    for fd in /proc/self/fd/*; do
+      fd="${fd##*/}"
+      if ((fd > 2)); then { exec {fd}>&-; } 2>/dev/null || true; fi
+    done
+    exec "$@" </dev/null >>"$out" 2>&1
+  )
 }
 
 require_root() {
@@ -328,6 +356,9 @@ JobAcctGatherFrequency=30
 # Consumable cores: several small jobs may share a node; memory is not a
 # consumable resource (CR_Core, not CR_Core_Memory), so jobs need no --mem.
 SchedulerType=sched/backfill
+# Run the periodic schedulers often, so that jobs which become eligible by
+# time (e.g. requeued jobs, see cred_expire) start within seconds.
+SchedulerParameters=sched_interval=5,bf_interval=5
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 
@@ -416,8 +447,7 @@ start_munge() {
 
   log "starting munged"
   # munged forks into the background itself; --force removes a stale socket.
-  runuser -u munge -- munged --force --log-file="${LOG_DIR}/munged.log" \
-    </dev/null >>"${LOG_DIR}/munged.out" 2>&1 \
+  spawn "${LOG_DIR}/munged.out" runuser -u munge -- munged --force --log-file="${LOG_DIR}/munged.log" \
     || { show_logs "${LOG_DIR}/munged.out" "${LOG_DIR}/munged.log"; die "munged failed to start"; }
   wait_for "$WAIT_TIMEOUT" "munge" "${LOG_DIR}/munged.out ${LOG_DIR}/munged.log" munge_works
   # Remember that we started it, so that 'down' stops only our munged.
@@ -443,13 +473,12 @@ start_mariadb() {
     touch "$log_file"
     chown mysql:mysql "$log_file"
     log "starting mariadbd on 127.0.0.1:${DB_PORT}"
-    setsid -f mariadbd --no-defaults --user=mysql \
+    spawn "${LOG_DIR}/mariadb.out" setsid -f mariadbd --no-defaults --user=mysql \
       --datadir="$DB_DATA_DIR" --socket="$DB_SOCKET" --pid-file="$DB_PID_FILE" \
       --port="$DB_PORT" --bind-address=127.0.0.1 --skip-name-resolve \
       --log-error="$log_file" \
       --innodb-buffer-pool-size=256M --innodb-lock-wait-timeout=900 \
-      --innodb-log-file-size=64M --max-allowed-packet=64M \
-      </dev/null >>"${LOG_DIR}/mariadb.out" 2>&1
+      --innodb-log-file-size=64M --max-allowed-packet=64M
   fi
   wait_for "$WAIT_TIMEOUT" "mariadbd" "${LOG_DIR}/mariadb.out ${log_file}" db_alive
 
@@ -475,7 +504,7 @@ start_slurmdbd() {
     log "slurmdbd already running (pid $(daemon_pid slurmdbd))"
   else
     log "starting slurmdbd"
-    slurmdbd </dev/null >>"${LOG_DIR}/slurmdbd.out" 2>&1 \
+    spawn "${LOG_DIR}/slurmdbd.out" slurmdbd \
       || { show_logs "${LOG_DIR}/slurmdbd.out" "${LOG_DIR}/slurmdbd.log"; die "slurmdbd failed to start"; }
   fi
   wait_for "$WAIT_TIMEOUT" "slurmdbd" "${LOG_DIR}/slurmdbd.out ${LOG_DIR}/slurmdbd.log" dbd_alive
@@ -509,7 +538,7 @@ start_slurmctld() {
     log "slurmctld already running (pid $(daemon_pid slurmctld))"
   else
     log "starting slurmctld"
-    slurmctld </dev/null >>"${LOG_DIR}/slurmctld.out" 2>&1 \
+    spawn "${LOG_DIR}/slurmctld.out" slurmctld \
       || { show_logs "${LOG_DIR}/slurmctld.out" "${LOG_DIR}/slurmctld.log"; die "slurmctld failed to start"; }
   fi
   wait_for "$WAIT_TIMEOUT" "slurmctld" "${LOG_DIR}/slurmctld.out ${LOG_DIR}/slurmctld.log" ctld_alive
@@ -523,7 +552,7 @@ start_slurmds() {
       continue
     fi
     log "starting slurmd ${n}"
-    slurmd -N "$n" </dev/null >>"${LOG_DIR}/slurmd-${n}.out" 2>&1 \
+    spawn "${LOG_DIR}/slurmd-${n}.out" slurmd -N "$n" \
       || { show_logs "${LOG_DIR}/slurmd-${n}.out" "${LOG_DIR}/slurmd-${n}.log"; die "slurmd ${n} failed to start"; }
   done < <(node_names)
 }
@@ -660,15 +689,16 @@ cmd_status() {
     fi
   done
   echo
-  if ((ok == 0)) && ctld_alive >/dev/null 2>&1; then
+  if ctld_alive >/dev/null 2>&1; then
     sinfo -N -o '%10N %10P %12T %5c %8m %E' || ok=1
     echo
     squeue || true
     all_nodes_usable || { echo "not all ${NUM_NODES} nodes are usable"; ok=1; }
   else
-    echo "cluster is not running (scripts/dev-cluster.sh up)"
+    echo "slurmctld is not answering"
     ok=1
   fi
+  ((ok == 0)) || echo "cluster is NOT fully up (run: scripts/dev-cluster.sh up)"
   return "$ok"
 }
 
@@ -677,12 +707,21 @@ usage() {
   exit 2
 }
 
+# Serialise up/down/restart (e.g. several test processes calling `up` at once).
+# Daemons are started through spawn(), which closes fd 9, so they never hold it.
+take_lock() {
+  require_root
+  mkdir -p "$STATE_DIR"
+  exec 9>"${STATE_DIR}/.lock"
+  flock -w 600 9 || die "another dev-cluster.sh is still running (lock ${STATE_DIR}/.lock)"
+}
+
 main() {
   case "${1:-}" in
-    up)      cmd_up ;;
-    down)    cmd_down ;;
+    up)      take_lock; cmd_up ;;
+    down)    take_lock; cmd_down ;;
     status)  cmd_status ;;
-    restart) cmd_down; cmd_up ;;
+    restart) take_lock; cmd_down; cmd_up ;;
     -h|--help|help) usage ;;
     *) usage ;;
   esac

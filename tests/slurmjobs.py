@@ -46,11 +46,14 @@ def sacct_row(job_id: str) -> dict[str, str]:
 
 
 def wait_final(job_id: str, timeout_s: float = 180) -> dict[str, str]:
+    """The job's accounting row once it is final and the same on two reads in a row."""
     deadline = time.monotonic() + timeout_s
+    last: dict[str, str] = {}
     while time.monotonic() < deadline:
         row = sacct_row(job_id)
-        if row and row["State"].split()[0] in FINAL:
+        if row and row["State"].split()[0] in FINAL and row == last:
             return row
+        last = row
         time.sleep(1)
     subprocess.run(["scancel", job_id], check=False)
     raise AssertionError(f"job {job_id} not finished after {timeout_s} s: {sacct_row(job_id)}")
@@ -66,6 +69,16 @@ def wait_for_file(path: Path, job_id: str, timeout_s: float = 120) -> str:
             raise AssertionError(f"job {job_id} ended ({row}) before {path} appeared")
         time.sleep(0.5)
     raise AssertionError(f"{path} did not appear within {timeout_s} s")
+
+
+def wait_status(job_id: str, prefix: str, timeout_s: float = 60) -> dict[str, object]:
+    """`aiinfra status --json` once its state starts with ``prefix``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state: dict[str, object] = json.loads(aiinfra("status", job_id, "--json").stdout)
+        if str(state["state"]).startswith(prefix) or time.monotonic() > deadline:
+            return state
+        time.sleep(1)
 
 
 def hostnames(nodelist: str) -> list[str]:

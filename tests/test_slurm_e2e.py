@@ -14,7 +14,8 @@ import pytest
 
 from aiinfra.launcher import slurm
 from aiinfra.launcher.errors import SlurmError
-from slurmjobs import REPO, aiinfra, hostnames, job_env, submit, wait_final, wait_for_file
+from slurmjobs import (REPO, aiinfra, hostnames, job_env, submit, wait_final, wait_for_file,
+                       wait_status)
 
 pytestmark = pytest.mark.slurm
 
@@ -56,6 +57,12 @@ def test_mpi_allreduce(cluster: None, tmp_path: Path) -> None:
     assert match, step_log(job)
     assert match.group(1) == match.group(2) == "3"
     assert len(match.group(3).split(",")) == 2
+
+
+def test_mpi_allreduce_with_two_ranks_per_node(cluster: None, tmp_path: Path) -> None:
+    job = submit("examples/mpi_allreduce.toml", tmp_path, "--set", "tasks_per_node=2")
+    assert_completed_on_two_nodes(job["job_id"])
+    assert "allreduce_sum=10 expected=10 size=4" in step_log(job)
 
 
 def _serve_module():  # type: ignore[no-untyped-def]
@@ -140,8 +147,8 @@ def test_status_and_cancel(cluster: None, tmp_path: Path) -> None:
     assert "cancelled" in aiinfra("cancel", job_id).stdout
     row = wait_final(job_id, 60)
     assert row["State"].startswith("CANCELLED")
-    final = json.loads(aiinfra("status", job_id, "--json").stdout)
-    assert final["state"].startswith("CANCELLED")
+    # squeue may still say COMPLETING for a moment; then the state is sacct's
+    assert str(wait_status(job_id, "CANCELLED")["state"]).startswith("CANCELLED")
 
 
 def test_sbatch_refusals_are_typed_errors(cluster: None, tmp_path: Path) -> None:
@@ -152,6 +159,16 @@ def test_sbatch_refusals_are_typed_errors(cluster: None, tmp_path: Path) -> None
     assert err.value.argv == ("sbatch", "--parsable", str(script))
     assert err.value.returncode not in (0, None)
     assert "invalid partition" in err.value.stderr.lower()
+
+
+def test_more_nodes_than_the_partition_is_refused_by_slurm_too(cluster: None,
+                                                               tmp_path: Path) -> None:
+    """Behind aiinfra's own check, the cluster (EnforcePartLimits=ALL) refuses as well."""
+    script = tmp_path / "wide.sbatch"
+    script.write_text("#!/bin/bash\n#SBATCH --nodes=5\ntrue\n")
+    with pytest.raises(SlurmError) as err:
+        slurm.sbatch(script)
+    assert "Node count specification invalid" in err.value.stderr
 
 
 def test_the_cli_reports_slurm_refusals_in_one_line(cluster: None, tmp_path: Path) -> None:
