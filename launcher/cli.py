@@ -134,6 +134,79 @@ def profiles_show(ref: str) -> None:
                  "profile": spec.as_plain(loaded.profile)})
 
 
+@main.group()
+def health() -> None:
+    """Node health checks. Exit code: the worst status (OK 0, WARN 1, CRIT 2, UNKNOWN 3)."""
+
+
+_profile_option = click.option(
+    "--profile", "-p", "profile_ref", envvar="AIINFRA_PROFILE", default="local",
+    show_default=True, help="Profile with the thresholds (name or path; env AIINFRA_PROFILE).")
+_tier_option = click.option("--tier", type=click.Choice(["quick", "standard", "deep"]),
+                            default="quick", show_default=True, help="Which checks to run.")
+_node_option = click.option("--node", envvar="SLURMD_NODENAME",
+                            help="Node name for per-node thresholds [default: SLURMD_NODENAME "
+                                 "or the host name].")
+
+
+@health.command("list")
+def health_list() -> None:
+    """Every check: its tier, the facts it reads, what it tests."""
+    from aiinfra.health.registry import checks
+
+    for chk in checks().values():
+        click.echo(f"{chk.name:<20} {chk.tier:<9} needs {','.join(chk.needs):<12} {chk.doc}")
+
+
+@health.command("run")
+@_profile_option
+@_tier_option
+@_node_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first CRIT (the preflight gate).")
+@click.option("--facts", "facts_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Replay recorded facts (from `health record`) instead of reading this node.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the JSON report to this file (atomically).")
+def health_run(profile_ref: str, tier: str, node: str | None, as_json: bool, fail_fast: bool,
+               facts_file: Path | None, output: Path | None) -> None:
+    """Run a tier's checks on this node and report; exit code = worst status."""
+    from aiinfra.health import gate
+
+    report = gate.run_command(profile_ref, tier, node, fail_fast, facts_file, output)
+    click.echo(json.dumps(report.as_json(), indent=2) if as_json else gate.table(report))
+    sys.exit(report.status.value)
+
+
+@health.command("record")
+@click.argument("facts_file", type=click.Path(dir_okay=False, path_type=Path))
+@_profile_option
+@click.option("--tier", type=click.Choice(["quick", "standard", "deep"]), default="deep",
+              show_default=True, help="Record the facts this tier reads.")
+@_node_option
+def health_record(facts_file: Path, profile_ref: str, tier: str, node: str | None) -> None:
+    """Write this node's raw facts as JSON (for test fixtures and bug reports)."""
+    from aiinfra.health import gate
+
+    sections = gate.record_command(facts_file, profile_ref, tier, node)
+    click.echo(f"recorded {', '.join(sections)} to {facts_file}")
+
+
+@health.command("gate")
+@click.argument("results_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--nodes", required=True, help="Comma-separated nodes that must have reported.")
+def health_gate(results_dir: Path, nodes: str) -> None:
+    """Read the preflight reports in RESULTS_DIR; print the bad nodes (exit 2) or nothing."""
+    from aiinfra.health import gate
+
+    verdict = gate.judge(results_dir, [n for n in nodes.split(",") if n])
+    for line in verdict.messages:
+        click.echo(f"aiinfra: preflight: {line}", err=True)
+    if verdict.bad:
+        click.echo(",".join(verdict.bad))
+        sys.exit(2)
+
+
 def _job_id(text: str) -> str:
     head = text.split("_", 1)[0]
     if not head.isdigit():

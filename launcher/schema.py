@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -31,7 +32,7 @@ class Origins:
         self._by_path[path] = source
 
     def source_of(self, path: str) -> str:
-        parts = path.split(".")
+        parts = re.sub(r"\[\d+\]", "", path).split(".")  # a list is set whole: drop indices
         for end in range(len(parts), 0, -1):
             found = self._by_path.get(".".join(parts[:end]))
             if found is not None:
@@ -69,6 +70,16 @@ def field(default: Any = dataclasses.MISSING, *, check: Check | None = None,
 
 def build(cls: type[T], data: Any, origins: Origins, path: str = "") -> T:
     """Build the frozen dataclass ``cls`` from ``data``, or raise :class:`SpecError`."""
+    return cls(**_values(cls, data, origins, path, partial=False))
+
+
+def check_partial(cls: type, data: Any, origins: Origins, path: str = "") -> None:
+    """Check the keys and values present in ``data`` against ``cls``; missing keys are fine
+    (a partial table, completed later by layering, e.g. a per-node threshold override)."""
+    _values(cls, data, origins, path, partial=True)
+
+
+def _values(cls: type, data: Any, origins: Origins, path: str, partial: bool) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise origins.error(path or "(top level)", f"expected a table, got {_kind(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -80,7 +91,9 @@ def build(cls: type[T], data: Any, origins: Origins, path: str = "") -> T:
     for name, fld in fields.items():
         sub = _join(path, name)
         if name not in data:
-            if fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING:
+            required = (fld.default is dataclasses.MISSING
+                        and fld.default_factory is dataclasses.MISSING)
+            if required and not partial:
                 raise origins.error(sub, "required key is missing")
             continue
         value = convert(hints[name], data[name], origins, sub)
@@ -89,11 +102,13 @@ def build(cls: type[T], data: Any, origins: Origins, path: str = "") -> T:
         if problem:
             raise origins.error(sub, problem)
         values[name] = value
-    return cls(**values)
+    return values
 
 
 def convert(tp: Any, value: Any, origins: Origins, path: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and return it in its frozen form."""
+    if tp is Any:
+        return value
     origin = get_origin(tp)
     args = get_args(tp)
     if origin in (Union, types.UnionType):

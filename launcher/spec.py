@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aiinfra.launcher.errors import SpecError
-from aiinfra.launcher.schema import Origins, build, field, merge, type_at
+from aiinfra.launcher.schema import Origins, build, check_partial, field, merge, type_at
 from aiinfra.launcher.slurmtime import check_time
 
 Kind = Literal["train", "mpi", "inference"]
@@ -133,6 +133,7 @@ class JobSpec:
     container: ContainerSpec | None = field(None, doc="run the program in a container")
     checkpoint: CheckpointSpec = field(CheckpointSpec(), doc="checkpoint and restart settings")
     server: ServerSpec | None = field(None, doc="inference server settings (kind = inference)")
+    preflight: bool | None = field(None, doc="run the health gate first (default: profile's)")
 
     @property
     def resolved_launcher(self) -> str:
@@ -153,6 +154,32 @@ class ContainerRuntime:
     flags: tuple[str, ...] = field((), doc="extra flags for `exec` (apptainer/singularity)")
 
 
+def _hostlist(value: str) -> str | None:
+    from aiinfra.health.thresholds import check_pattern
+
+    return check_pattern(value)
+
+
+Thresholds = Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class HealthOverride:
+    nodes: str = field(check=_hostlist, doc="Slurm node list (node[1-4]) or glob (gpu-*)")
+    thresholds: Thresholds = field({}, doc="per-check thresholds laid over the profile's")
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    gate: bool = field(True, doc="run the preflight gate in every job")
+    gate_tier: Literal["quick", "standard", "deep"] = field("quick", doc="the gate's tier")
+    gate_retries: int = field(2, check=_not_negative, doc="requeues with bad nodes excluded")
+    collect_timeout_s: float = field(60.0, doc="time limit for each collector")
+    watchdog_s: float = field(300.0, doc="time limit for a whole `health run`")
+    thresholds: Thresholds = field({}, doc="per-check thresholds: [health.thresholds.\"NAME\"]")
+    override: tuple[HealthOverride, ...] = field((), doc="[[health.override]] per node pattern")
+
+
 @dataclass(frozen=True)
 class Profile:
     partition: str = field(doc="default partition")
@@ -168,6 +195,8 @@ class Profile:
     container: ContainerRuntime = field(ContainerRuntime(), doc="container runtime and binds")
     mpirun_args: tuple[str, ...] = field((), doc="extra mpirun arguments for this site")
     srun_mpi: str = field("pmix", doc="srun --mpi plugin for MPI jobs launched by srun")
+    aiinfra: str = field("aiinfra", doc="the aiinfra command as jobs find it on compute nodes")
+    health: HealthSettings = field(HealthSettings(), doc="health checks and the preflight gate")
 
 
 @dataclass(frozen=True)
@@ -331,11 +360,26 @@ def load_profile(ref: str) -> LoadedProfile:
     if merged["inherits"] is None:
         del merged["inherits"]
     profile = build(Profile, merged, origins)
+    _check_health(profile.health, origins)
     if profile.partition not in profile.partitions:
         raise origins.error("partition", f"default partition {profile.partition!r} is not "
                             "in [partitions]", list(profile.partitions))
     name = path.stem if "/" in ref or ref.endswith(".toml") else ref
     return LoadedProfile(name=name, path=path, chain=tuple(chain), profile=profile, raw=merged)
+
+
+def _check_health(health: HealthSettings, origins: Origins) -> None:
+    """Threshold tables must name registered checks and hold their parameters."""
+    from aiinfra.health.registry import checks
+
+    known = checks()
+    tables = [("health.thresholds", health.thresholds)] + [
+        (f"health.override[{i}].thresholds", o.thresholds) for i, o in enumerate(health.override)]
+    for prefix, table in tables:
+        for name, values in table.items():
+            if name not in known:
+                raise origins.error(f"{prefix}.{name}", "unknown check", list(known))
+            check_partial(known[name].params, values, origins, f"{prefix}.{name}")
 
 
 def _inheritance_chain(path: Path) -> list[Path]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from aiinfra.launcher import slurm
+from aiinfra.launcher.files import write_atomic
 from aiinfra.launcher.render import Rendered, render_job
 from aiinfra.launcher.spec import load_job, load_profile, parse_override
 
@@ -34,19 +34,5 @@ def prepare(job_file: Path, profile_ref: str, extra: Sequence[Override], cwd: Pa
 
 def submit(rendered: Rendered) -> str:
     """Write the script where its header says, then submit it; returns the job id."""
-    write_atomic(rendered.script_path, rendered.text)
+    write_atomic(rendered.script_path, rendered.text, mode=0o755)
     return slurm.sbatch(rendered.script_path)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write beside ``path`` under a name of this process's own, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o755)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

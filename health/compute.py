@@ -1,0 +1,1 @@
+"""compute checks: filled in by the health-check work in progress."""

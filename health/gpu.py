@@ -1,0 +1,1 @@
+"""gpu checks: filled in by the health-check work in progress."""

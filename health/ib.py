@@ -1,0 +1,1 @@
+"""ib checks: filled in by the health-check work in progress."""

@@ -1,0 +1,1 @@
+"""net checks: filled in by the health-check work in progress."""

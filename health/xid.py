@@ -1,0 +1,1 @@
+"""xid checks: filled in by the health-check work in progress."""
