@@ -45,7 +45,7 @@ def this_node(node: str | None) -> str:
 
 
 def run_command(profile_ref: str, tier: str, node: str | None, fail_fast: bool,
-                facts_file: Path | None, output: Path | None) -> NodeReport:
+                facts_file: Path | None, output_dir: Path | None) -> NodeReport:
     loaded = load_profile(profile_ref)
     health = loaded.profile.health
     recorded = json.loads(facts_file.read_text()) if facts_file else None
@@ -57,8 +57,8 @@ def run_command(profile_ref: str, tier: str, node: str | None, fail_fast: bool,
     except WatchdogExpired as exc:
         report = NodeReport(name, tier, loaded.name,
                             (CheckResult("health.watchdog", Status.UNKNOWN, str(exc)),))
-    if output is not None:
-        write_atomic(output, json.dumps(report.as_json(), indent=2) + "\n")
+    if output_dir is not None:
+        write_atomic(output_dir / f"{report.node}.json", json.dumps(report.as_json(), indent=2) + "\n")
     return report
 
 

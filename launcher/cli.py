@@ -166,14 +166,14 @@ def health_list() -> None:
 @click.option("--fail-fast", is_flag=True, help="Stop at the first CRIT (the preflight gate).")
 @click.option("--facts", "facts_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Replay recorded facts (from `health record`) instead of reading this node.")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the JSON report to this file (atomically).")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write the JSON report to DIR/NODE.json (atomically).")
 def health_run(profile_ref: str, tier: str, node: str | None, as_json: bool, fail_fast: bool,
-               facts_file: Path | None, output: Path | None) -> None:
+               facts_file: Path | None, output_dir: Path | None) -> None:
     """Run a tier's checks on this node and report; exit code = worst status."""
     from aiinfra.health import gate
 
-    report = gate.run_command(profile_ref, tier, node, fail_fast, facts_file, output)
+    report = gate.run_command(profile_ref, tier, node, fail_fast, facts_file, output_dir)
     click.echo(json.dumps(report.as_json(), indent=2) if as_json else gate.table(report))
     sys.exit(report.status.value)
 

@@ -152,7 +152,18 @@ def build_context(res: Resolved, loaded: LoadedJob, lp: LoadedProfile, spec_hash
         "port_span": PORT_SPAN,
         "launch": launch_argv(res, lp),
         "server": job.server,
+        "preflight": preflight(res, lp),
     }
+
+
+def preflight(res: Resolved, lp: LoadedProfile) -> dict[str, Any] | None:
+    """The health gate's settings, or None when the job or the profile turns it off."""
+    health = lp.profile.health
+    enabled = health.gate if res.job.preflight is None else res.job.preflight
+    if not enabled:
+        return None
+    return {"aiinfra": lp.profile.aiinfra, "profile": str(lp.path), "tier": health.gate_tier,
+            "retries": health.gate_retries, "nodes": res.job.nodes}
 
 
 def _aiinfra_env(res: Resolved) -> dict[str, str]:
@@ -183,6 +194,7 @@ def sbatch_options(res: Resolved, lp: LoadedProfile) -> list[tuple[str, str | No
         "account": job.account or prof.account,
         "qos": job.qos or prof.qos,
         "constraint": job.constraint or prof.constraint,
+        "requeue": True if preflight(res, lp) else None,  # the gate requeues the job itself
     }
     opts.update({**prof.sbatch, **job.sbatch})
     lines: list[tuple[str, str | None]] = []

@@ -182,3 +182,18 @@ def test_render_is_pure(tmp_path: Path) -> None:
     second = render_scenario("inference", "pyxis", tmp_path)
     assert first == second
     assert dataclasses.asdict(first) == dataclasses.asdict(second)
+
+
+def test_the_gate_runs_first_unless_the_job_or_profile_turns_it_off(
+        write: Write, profile_dir: Path) -> None:
+    gated = _render(write, BASE).text
+    assert "#SBATCH --requeue" in gated
+    gate_line = next(line for line in gated.splitlines() if " health run " in line)
+    assert gate_line.startswith("srun --nodes=1 --ntasks=1 --ntasks-per-node=1 ")
+    assert "--tier quick --fail-fast --output-dir" in gate_line
+    assert gated.index(" health run ") < gated.index("--no-python true")
+    off = _render(write, BASE + "preflight = false\n").text
+    assert " health run " not in off and "--requeue" not in off
+    (profile_dir / "nogate.toml").write_text('inherits = "local"\n[health]\ngate = false\n')
+    assert " health run " not in _render(write, BASE, "nogate").text
+    assert " health run " in _render(write, BASE + "preflight = true\n", "nogate").text
