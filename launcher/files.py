@@ -1,4 +1,4 @@
-"""Files written whole or not at all."""
+"""Files written whole or not at all; the per-user cache directory."""
 
 from __future__ import annotations
 
@@ -18,3 +18,14 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def cache_dir(name: str) -> Path | None:
+    """``$XDG_CACHE_HOME/aiinfra/NAME`` (default ``~/.cache``), created; None if it cannot be."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    directory = Path(base) / "aiinfra" / name
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return directory

@@ -6,8 +6,10 @@ Precedence is profile < job file < command-line overrides. Every error is a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import re
 import tomllib
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aiinfra.launcher.errors import SpecError
+from aiinfra.launcher.files import cache_dir
 from aiinfra.launcher.schema import Origins, build, check_partial, field, merge, type_at
 from aiinfra.launcher.slurmtime import check_time
 
@@ -369,7 +372,34 @@ def load_profile(ref: str) -> LoadedProfile:
 
 
 def _check_health(health: HealthSettings, origins: Origins) -> None:
-    """Threshold tables must name registered checks and hold their parameters."""
+    """Threshold tables must name registered checks and hold their parameters.
+
+    Checking imports every check module (~50 ms), so a success is remembered in the user's
+    cache, keyed by the health table, the aiinfra version and the check modules' files:
+    `aiinfra submit` pays once per profile, not on every call. Failures are never cached."""
+    marker = _validated_marker(health)
+    if marker is not None and marker.exists():
+        return
+    _check_health_tables(health, origins)
+    if marker is not None:
+        with contextlib.suppress(OSError):
+            marker.touch()
+
+
+def _validated_marker(health: HealthSettings) -> Path | None:
+    directory = cache_dir("validated")
+    if directory is None:
+        return None
+    from aiinfra import __version__
+
+    health_dir = package_dir("aiinfra.health")
+    files = sorted(p for p in health_dir.iterdir() if p.suffix in (".py", ".toml"))
+    stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    blob = json.dumps([__version__, stamp, as_plain(health)], sort_keys=True, default=str)
+    return directory / hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _check_health_tables(health: HealthSettings, origins: Origins) -> None:
     from aiinfra.health.registry import checks
 
     known = checks()

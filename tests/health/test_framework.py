@@ -147,9 +147,11 @@ def test_fail_fast_stops_at_the_first_crit(tmp_path: Path) -> None:
     health = load_profile(str(profile)).profile.health
     full, _ = run_node(health, "p", "quick", "node1")
     fast, _ = run_node(health, "p", "quick", "node1", fail_fast=True)
-    assert full.results[0].name == "host.cpu" and full.results[0].status == Status.CRIT
-    assert [r.name for r in fast.results] == ["host.cpu"] and fast.stopped_early
-    assert len(full.results) == len(registry.checks_for("quick"))
+    crits = [r.name for r in full.results if r.status == Status.CRIT]
+    assert crits == ["host.cpu"]
+    assert fast.results[-1].name == "host.cpu" and fast.stopped_early
+    assert all(r.status != Status.CRIT for r in fast.results[:-1])
+    assert len(fast.results) < len(full.results) == len(registry.checks_for("quick"))
 
 
 def test_recorded_facts_replay_through_the_same_checks(tmp_path: Path) -> None:
@@ -196,3 +198,26 @@ def test_judge_blocks_crit_and_missing_nodes_only(tmp_path: Path) -> None:
     assert "node3 CRIT: host.disk: /tmp free 1 GiB < min 5 GiB" in verdict.messages
     assert "node2 WARN: gpu.power: high" in verdict.messages
     assert any(m.startswith("node4 CRIT: no health report") for m in verdict.messages)
+
+
+PROBE = ("import sys\nfrom aiinfra.launcher.spec import load_profile\n"
+         "try:\n    load_profile(sys.argv[1])\n    print('ok')\n"
+         "except Exception as exc:\n    print('error', exc)\n"
+         "print('imported-checks', 'aiinfra.health.gpu' in sys.modules)\n")
+
+
+def _load_in_fresh_process(ref: str, cache: Path) -> str:
+    env = {**__import__("os").environ, "XDG_CACHE_HOME": str(cache)}
+    return subprocess.run([sys.executable, "-c", PROBE, ref], capture_output=True, text=True,
+                          env=env, check=True).stdout
+
+
+def test_a_validated_profile_is_remembered_and_a_bad_one_never(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    assert _load_in_fresh_process("local", cache) == "ok\nimported-checks True\n"
+    assert _load_in_fresh_process("local", cache) == "ok\nimported-checks False\n"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('inherits = "local"\n[health.thresholds."host.cpu"]\nmin_cpus = "x"\n')
+    for _ in range(2):
+        out = _load_in_fresh_process(str(bad), cache)
+        assert out.startswith("error ") and "min_cpus: expected an integer" in out
