@@ -162,8 +162,10 @@ def preflight(res: Resolved, lp: LoadedProfile) -> dict[str, Any] | None:
     enabled = health.gate if res.job.preflight is None else res.job.preflight
     if not enabled:
         return None
+    exclude = {**lp.profile.sbatch, **res.job.sbatch}.get("exclude")
     return {"aiinfra": lp.profile.aiinfra, "profile": str(lp.path), "tier": health.gate_tier,
-            "retries": health.gate_retries, "nodes": res.job.nodes}
+            "retries": health.gate_retries, "nodes": res.job.nodes,
+            "exclude": exclude if isinstance(exclude, str) else ""}
 
 
 def _aiinfra_env(res: Resolved) -> dict[str, str]:

@@ -45,7 +45,8 @@ def submit_gated(tmp: Path, tag: str, bad: str, retries: int) -> tuple[str, Path
 def test_a_bad_node_is_kept_out_and_the_job_runs_on_the_others(cluster: None,
                                                                tmp_path: Path) -> None:
     # Hold node4 so that the first allocation is node[1-3] and includes the bad node3.
-    blocker = subprocess.run(["sbatch", "--parsable", "--nodelist=node4", "--output=/dev/null",
+    blocker = subprocess.run(["sbatch", "--parsable", "--nodelist=node4", "--exclusive",
+                              "--output=/dev/null",
                               "--wrap", "sleep 20"], capture_output=True, text=True,
                              check=True).stdout.strip()
     job_id, logs = submit_gated(tmp_path, "keepout", "node3", retries=2)

@@ -197,3 +197,9 @@ def test_the_gate_runs_first_unless_the_job_or_profile_turns_it_off(
     (profile_dir / "nogate.toml").write_text('inherits = "local"\n[health]\ngate = false\n')
     assert " health run " not in _render(write, BASE, "nogate").text
     assert " health run " in _render(write, BASE + "preflight = true\n", "nogate").text
+
+
+def test_the_gate_keeps_the_jobs_own_exclusions(write: Write) -> None:
+    text = _render(write, BASE + '[sbatch]\nexclude = "node9"\n').text
+    assert "#SBATCH --exclude=node9" in text
+    assert 'aiinfra_excluded=node9,"$aiinfra_excluded"' in text

@@ -60,10 +60,16 @@ AIINFRA_EXCLUDED_FILE=/project/logs/train-it-s-big-"${SLURM_JOB_ID}.excluded"
 mkdir -p "$AIINFRA_HEALTH_DIR"
 srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --kill-on-bad-exit=0 aiinfra health run --profile profiles/apptainer-a100.toml --tier quick --fail-fast --output-dir "$AIINFRA_HEALTH_DIR" >/dev/null || true
 aiinfra_requeue_without() {  # NODES: leave this allocation, come back without NODES
-  trap '' TERM  # the requeue signals this script; finish the three steps first
-  scontrol requeuehold "$SLURM_JOB_ID"
-  scontrol update JobId="$SLURM_JOB_ID" ExcNodeList="$1"
-  scontrol release "$SLURM_JOB_ID"
+  # Slurm refuses an ExcNodeList update while the job runs and takes it once the job is
+  # requeued (still COMPLETING: it cannot start again before this script ends). The requeue
+  # signals this script, hence `trap '' TERM`; if the update never lands, the job comes
+  # back on the same nodes and this gate catches them again.
+  trap '' TERM
+  scontrol requeue "$SLURM_JOB_ID"
+  for _ in 1 2 3 4; do
+    scontrol update JobId="$SLURM_JOB_ID" ExcNodeList="$1" && break
+    sleep 0.5
+  done
   exit 0
 }
 if ! aiinfra_bad=$(aiinfra health gate "$AIINFRA_HEALTH_DIR" --nodes "$(IFS=,; echo "${AIINFRA_NODES[*]}")"); then
