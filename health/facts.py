@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,15 +25,23 @@ class CollectContext:
     tier: str
     thresholds: Mapping[str, Mapping[str, Any]]
 
-    def param(self, check: str, key: str, default: Any = None) -> Any:
-        return self.thresholds.get(check, {}).get(key, default)
+    def params(self, check: str, names: Sequence[str]) -> dict[str, Any] | str:
+        """The settings a collector reads from a check's thresholds table, or why not."""
+        table = self.thresholds.get(check)
+        if table is None:
+            return f"the profile sets no {check} thresholds"
+        missing = [n for n in names if n not in table]
+        if missing:
+            return f"{check} sets no {', '.join(missing)}"
+        return {n: table[n] for n in names}
 
 
 class Collector(Protocol):
     """Reads one section of facts. Must not raise for a missing device or library:
     it returns ``{"error": reason}`` instead (raising is tolerated and recorded too)."""
 
-    section: str
+    @property
+    def section(self) -> str: ...
 
     def collect(self, ctx: CollectContext) -> Section: ...
 
@@ -86,3 +94,16 @@ def _with_timeout(collector: Collector, ctx: CollectContext, timeout_s: float) -
     if thread.is_alive():
         return {"error": f"collector timed out after {timeout_s:g} s"}
     return box["value"]
+
+
+def timed(step: Callable[[], object], iterations: int, warmup: int,
+          sync: Callable[[], object]) -> float:
+    """Seconds for ``iterations`` calls of ``step`` after ``warmup`` ones, between syncs."""
+    for _ in range(warmup):
+        step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(iterations):
+        step()
+    sync()
+    return time.perf_counter() - start

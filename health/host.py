@@ -21,11 +21,11 @@ PROC = Path("/proc")
 # ---------------------------------------------------------------- collector
 
 def collect_host(ctx: CollectContext, proc: Path = PROC) -> Section:
-    disk_path = ctx.param("host.disk", "path")
+    disk = ctx.params("host.disk", ("path",))
     return {
         "cpus": os.cpu_count(),
         "meminfo_kib": _meminfo(proc / "meminfo"),
-        "disks": {disk_path: disk_facts(Path(disk_path))} if disk_path else {},
+        "disks": {disk["path"]: disk_facts(Path(disk["path"]))} if isinstance(disk, dict) else {},
         "mounts": sorted(_mountpoints(proc / "mounts")),
         "dstate": _dstate(proc),
         "processes": sorted(_process_names(proc)),

@@ -55,9 +55,16 @@ def unknown(name: str, summary: str, **details: Any) -> CheckResult:
     return CheckResult(name, Status.UNKNOWN, f"{name}: {summary}", details)
 
 
+SUMMARY_PROBLEMS = 8  # a summary names this many problems; the details keep them all
+
+
 def from_problems(name: str, problems: list[str], good: str, status: Status = Status.CRIT,
                   **details: Any) -> CheckResult:
-    """OK with ``good`` when there are no problems, else ``status`` naming every problem."""
+    """OK with ``good`` when there are no problems, else ``status`` naming the problems
+    (the first few, then how many more)."""
     if not problems:
         return ok(name, good, **details)
-    return CheckResult(name, status, f"{name}: {'; '.join(problems)}", details)
+    shown = problems[:SUMMARY_PROBLEMS]
+    if len(problems) > SUMMARY_PROBLEMS:
+        shown.append(f"... {len(problems) - SUMMARY_PROBLEMS} more")
+    return CheckResult(name, status, f"{name}: {'; '.join(shown)}", details)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any
 
 from aiinfra.health.facts import CollectContext, Facts, gather, new_facts
 from aiinfra.health.registry import Check, Tier, checks_for, collectors
-from aiinfra.health.result import CheckResult, Status, unknown, worst
+from aiinfra.health.result import CheckResult, Status, ok, unknown, worst
 from aiinfra.health.thresholds import for_node
 from aiinfra.launcher.errors import SpecError
 from aiinfra.launcher.schema import Origins, build
@@ -50,6 +51,9 @@ def run_node(health: HealthSettings, profile_name: str, tier: Tier, node: str, *
     stopped = False
     for chk in checks_for(tier):
         start = time.monotonic()
+        if any(fnmatch.fnmatchcase(chk.name, pattern) for pattern in health.skip):
+            results.append(ok(chk.name, f"not checked: profile {profile_name!r} skips it"))
+            continue
         if recorded is None:
             missing = [collectors()[s] for s in chk.needs if s not in facts]
             gather(facts, missing, ctx, health.collect_timeout_s)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import hashlib
 import json
 import os
@@ -181,6 +182,7 @@ class HealthSettings:
     watchdog_s: float = field(300.0, doc="time limit for a whole `health run`")
     thresholds: Thresholds = field({}, doc="per-check thresholds: [health.thresholds.\"NAME\"]")
     override: tuple[HealthOverride, ...] = field((), doc="[[health.override]] per node pattern")
+    skip: tuple[str, ...] = field((), doc="checks (or globs) that do not apply to these nodes")
 
 
 @dataclass(frozen=True)
@@ -405,6 +407,9 @@ def _check_health_tables(health: HealthSettings, origins: Origins) -> None:
     known = checks()
     tables = [("health.thresholds", health.thresholds)] + [
         (f"health.override[{i}].thresholds", o.thresholds) for i, o in enumerate(health.override)]
+    for i, pattern in enumerate(health.skip):
+        if not fnmatch.filter(known, pattern):
+            raise origins.error(f"health.skip[{i}]", f"{pattern!r} matches no check", list(known))
     for prefix, table in tables:
         for name, values in table.items():
             if name not in known:

@@ -221,3 +221,23 @@ def test_a_validated_profile_is_remembered_and_a_bad_one_never(tmp_path: Path) -
     for _ in range(2):
         out = _load_in_fresh_process(str(bad), cache)
         assert out.startswith("error ") and "min_cpus: expected an integer" in out
+
+
+def test_skipped_checks_report_ok_by_profile_without_reading_facts(tmp_path: Path) -> None:
+    profile = tmp_path / "p.toml"
+    profile.write_text('inherits = "local"\n[health]\nskip = ["host.*"]\n')
+    health = load_profile(str(profile)).profile.health
+    report, facts = run_node(health, "p", "quick", "node1")
+    host_results = [r for r in report.results if r.name.startswith("host.")]
+    assert len(host_results) == 6
+    assert all(r.status == Status.OK and r.summary.endswith("not checked: profile 'p' skips it")
+               for r in host_results)
+    assert "host" not in facts
+
+
+def test_a_skip_pattern_must_match_a_check(tmp_path: Path) -> None:
+    profile = tmp_path / "p.toml"
+    profile.write_text('inherits = "local"\n[health]\nskip = ["gpu.eec"]\n')
+    with pytest.raises(SpecError) as err:
+        load_profile(str(profile))
+    assert err.value.field == "health.skip[0]" and "'gpu.eec' matches no check" in str(err.value)
