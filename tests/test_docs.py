@@ -25,3 +25,10 @@ def test_every_job_key_is_documented() -> None:
 
 def test_every_profile_key_is_documented() -> None:
     assert {f.name for f in dataclasses.fields(Profile)} <= _documented("Profile reference")
+
+
+def test_every_health_check_is_documented_with_its_tier() -> None:
+    from aiinfra.health.registry import checks
+
+    rows = dict(re.findall(r"^\| `([a-z]+\.[a-z_]+)` \| (quick|standard|deep) \|", README, re.M))
+    assert rows == {name: chk.tier for name, chk in checks().items()}
