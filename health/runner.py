@@ -71,7 +71,7 @@ def evaluate(chk: Check, facts: Facts, table: Mapping[str, Any] | None,
     if table is None:
         return unknown(chk.name, f"profile {profile_name!r} sets no thresholds for it")
     try:
-        params = build(chk.params, table, Origins(f"profile {profile_name}"),
+        params: Any = build(chk.params, table, Origins(f"profile {profile_name}"),
                        f"health.thresholds.{chk.name}")
     except SpecError as exc:
         return unknown(chk.name, str(exc))

@@ -10,7 +10,7 @@ from typing import Any
 
 @functools.lru_cache(maxsize=256)
 def _expand(pattern: str) -> frozenset[str]:
-    import hostlist  # python-hostlist: Slurm-style node lists such as gpu[001-128]
+    import hostlist  # type: ignore[import-untyped]  # python-hostlist: Slurm node lists
 
     return frozenset(hostlist.expand_hostlist(pattern))
 

@@ -241,16 +241,17 @@ def program(job: JobSpec, gpus: int) -> tuple[str, ...]:
 
 def server_preset(job: JobSpec, gpus: int) -> tuple[str, ...]:
     """The documented command lines of the supported inference servers."""
-    assert job.server is not None and job.server.model is not None
-    srv, port, tp = job.server, str(job.server.port), str(max(gpus, 1))
+    srv = job.server
+    assert srv is not None and srv.model is not None  # spec checks: presets need a model
+    model, port, tp = srv.model, str(srv.port), str(max(gpus, 1))
     presets: dict[str, list[str]] = {
-        "vllm": ["vllm", "serve", srv.model, "--host", "0.0.0.0", "--port", port,
+        "vllm": ["vllm", "serve", model, "--host", "0.0.0.0", "--port", port,
                  "--tensor-parallel-size", tp],
-        "sglang": ["python3", "-m", "sglang.launch_server", "--model-path", srv.model,
+        "sglang": ["python3", "-m", "sglang.launch_server", "--model-path", model,
                    "--host", "0.0.0.0", "--port", port, "--tp-size", tp],
-        "trtllm": ["trtllm-serve", srv.model, "--host", "0.0.0.0", "--port", port,
+        "trtllm": ["trtllm-serve", model, "--host", "0.0.0.0", "--port", port,
                    "--tp_size", tp],
-        "triton": ["tritonserver", f"--model-repository={srv.model}", f"--http-port={port}"],
+        "triton": ["tritonserver", f"--model-repository={model}", f"--http-port={port}"],
     }
     return (*presets[srv.preset], *srv.args)
 

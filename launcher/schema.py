@@ -82,7 +82,7 @@ def check_partial(cls: type, data: Any, origins: Origins, path: str = "") -> Non
 def _values(cls: type, data: Any, origins: Origins, path: str, partial: bool) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise origins.error(path or "(top level)", f"expected a table, got {_kind(data)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
             raise origins.error(_join(path, key), "unknown key", sorted(fields))
@@ -134,7 +134,7 @@ def convert(tp: Any, value: Any, origins: Origins, path: str) -> Any:
             raise origins.error(path, f"expected a table, got {_kind(value)}")
         return types.MappingProxyType(
             {k: convert(args[1], v, origins, _join(path, k)) for k, v in value.items()})
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build(tp, value, origins, path)
     if _is_scalar_match(tp, value):
         return value
@@ -146,7 +146,7 @@ def type_at(cls: type, path: str) -> Any:
     tp: Any = cls
     for part in path.split("."):
         tp = _strip_optional(tp)
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             tp = _hints(tp).get(part)
         elif get_origin(tp) in (dict, Mapping, typing.Mapping):
             tp = get_args(tp)[1]
