@@ -45,13 +45,18 @@ def sacct_row(job_id: str) -> dict[str, str]:
     return dict(zip(fields, out.splitlines()[0].split("|"))) if out else {}
 
 
-def wait_final(job_id: str, timeout_s: float = 180) -> dict[str, str]:
-    """The job's accounting row once it is final and the same on two reads in a row."""
+def wait_final(job_id: str, timeout_s: float = 180, nodes: int | None = None) -> dict[str, str]:
+    """The job's accounting row once it is final and the same on two reads in a row.
+
+    slurmdbd is updated asynchronously: for a moment after a short job ends, its row can
+    still carry only the batch host (even beside NNodes=2). With ``nodes``, wait until its
+    NodeList names that many nodes."""
     deadline = time.monotonic() + timeout_s
     last: dict[str, str] = {}
     while time.monotonic() < deadline:
         row = sacct_row(job_id)
-        if row and row["State"].split()[0] in FINAL and row == last:
+        settled = row and row["State"].split()[0] in FINAL and row == last
+        if settled and (nodes is None or len(hostnames(row["NodeList"])) == nodes):
             return row
         last = row
         time.sleep(1)

@@ -81,3 +81,15 @@ def test_the_gate_gives_up_when_too_few_nodes_would_remain(cluster: None,
     batch = (logs / f"gate-few-{job_id}.log").read_text()
     assert row["State"] == "FAILED", batch
     assert re.search(r"only [12] nodes of partition debug remain for 3: giving up", batch)
+
+
+def test_a_gate_that_cannot_run_fails_the_job_at_once(cluster: None, tmp_path: Path) -> None:
+    (tmp_path / "job.toml").write_text(JOB.format(tag="nogate"))
+    (tmp_path / "site.toml").write_text('inherits = "local"\naiinfra = "/nonexistent/aiinfra"\n')
+    job_id = aiinfra("submit", str(tmp_path / "job.toml"), "--profile", str(tmp_path / "site.toml"),
+                     "--set", f"log_dir={tmp_path / 'logs'}").stdout.strip()
+    row = wait_final(job_id)
+    batch = (tmp_path / "logs" / f"gate-nogate-{job_id}.log").read_text()
+    assert row["State"] == "FAILED", batch
+    assert "the gate itself failed (exit 127)" in batch and "The command did not run" in batch
+    assert not (tmp_path / "logs" / f"gate-nogate-{job_id}.excluded").exists()

@@ -26,7 +26,7 @@ def step_log(job: dict[str, str], attempt: int = 0) -> str:
 
 
 def assert_completed_on_two_nodes(job_id: str) -> None:
-    row = wait_final(job_id)
+    row = wait_final(job_id, nodes=2)
     assert row["State"] == "COMPLETED", row
     assert row["ExitCode"] == "0:0"
     assert len(set(hostnames(row["NodeList"]))) == 2
@@ -45,7 +45,7 @@ def test_train_ddp_matches_a_single_machine_run(cluster: None, tmp_path: Path) -
     expected = re.findall(r"final_checksum=([0-9a-f]{64})", reference)
     assert found and found == expected
     assert set(re.findall(r"host=(node\d)", out)) == set(hostnames(
-        wait_final(job["job_id"])["NodeList"]))
+        wait_final(job["job_id"], nodes=2)["NodeList"]))
     batch_log = Path(job["log"]).read_text()
     assert "attempt 0 finished with exit code 0" in batch_log
 
