@@ -72,7 +72,12 @@ aiinfra_requeue_without() {  # NODES: leave this allocation, come back without N
   done
   exit 0
 }
-if ! aiinfra_bad=$(aiinfra health gate "$AIINFRA_HEALTH_DIR" --nodes "$(IFS=,; echo "${AIINFRA_NODES[*]}")"); then
+aiinfra_bad=$(aiinfra health gate "$AIINFRA_HEALTH_DIR" --nodes "$(IFS=,; echo "${AIINFRA_NODES[*]}")") && aiinfra_gate=0 || aiinfra_gate=$?
+if (( aiinfra_gate != 0 && aiinfra_gate != 2 )); then
+  echo "aiinfra: preflight: the gate itself failed (exit $aiinfra_gate): is "aiinfra" runnable on the compute nodes? The command did not run" >&2
+  exit 1
+fi
+if (( aiinfra_gate == 2 )); then
   echo "$aiinfra_bad" >> "$AIINFRA_EXCLUDED_FILE"
   aiinfra_rounds=$(wc -l < "$AIINFRA_EXCLUDED_FILE")
   aiinfra_excluded=$(paste -sd, "$AIINFRA_EXCLUDED_FILE" | tr , '\n' | sort -u | paste -sd,)
