@@ -74,7 +74,7 @@ aiinfra_requeue_without() {  # NODES: leave this allocation, come back without N
 }
 aiinfra_bad=$(aiinfra health gate "$AIINFRA_HEALTH_DIR" --nodes "$(IFS=,; echo "${AIINFRA_NODES[*]}")") && aiinfra_gate=0 || aiinfra_gate=$?
 if (( aiinfra_gate != 0 && aiinfra_gate != 2 )); then
-  echo "aiinfra: preflight: the gate itself failed (exit $aiinfra_gate): is "aiinfra" runnable on the compute nodes? The command did not run" >&2
+  printf 'aiinfra: preflight: the gate itself failed (exit %s): is %s runnable on the compute nodes? The command did not run\n' "$aiinfra_gate" aiinfra >&2
   exit 1
 fi
 if (( aiinfra_gate == 2 )); then
