@@ -22,13 +22,14 @@ PROC = Path("/proc")
 
 def collect_host(ctx: CollectContext, proc: Path = PROC) -> Section:
     disk = ctx.params("host.disk", ("path",))
+    stats = _proc_stats(proc)  # one pass over /proc serves both process facts
     return {
         "cpus": os.cpu_count(),
         "meminfo_kib": _meminfo(proc / "meminfo"),
         "disks": {disk["path"]: disk_facts(Path(disk["path"]))} if isinstance(disk, dict) else {},
         "mounts": sorted(_mountpoints(proc / "mounts")),
-        "dstate": _dstate(proc),
-        "processes": sorted(_process_names(proc)),
+        "dstate": [{"pid": pid, "comm": comm} for pid, comm, state in stats if state == "D"],
+        "processes": sorted({comm for _, comm, _ in stats}),
     }
 
 
@@ -83,17 +84,10 @@ def _proc_stats(proc: Path) -> list[tuple[int, str, str]]:
             continue  # the process ended while we looked
         head, _, tail = text.rpartition(")")
         comm = head.partition("(")[2]
-        state = tail.split()[0] if tail.split() else "?"
+        fields = tail.split()
+        state = fields[0] if fields else "?"
         out.append((int(entry.name), comm, state))
     return out
-
-
-def _dstate(proc: Path) -> list[dict[str, Any]]:
-    return [{"pid": pid, "comm": comm} for pid, comm, state in _proc_stats(proc) if state == "D"]
-
-
-def _process_names(proc: Path) -> set[str]:
-    return {comm for _, comm, _ in _proc_stats(proc)}
 
 
 # ---------------------------------------------------------------- checks

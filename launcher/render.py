@@ -135,6 +135,7 @@ def build_context(res: Resolved, loaded: LoadedJob, lp: LoadedProfile, spec_hash
                   script_path: Path) -> dict[str, Any]:
     job = res.job
     env = {**lp.profile.env, **job.env, **_aiinfra_env(res)}
+    gate = preflight(res, lp)
     return {
         "version": __version__,
         "profile_name": lp.name,
@@ -143,7 +144,7 @@ def build_context(res: Resolved, loaded: LoadedJob, lp: LoadedProfile, spec_hash
         "job_sha256": loaded.sha256,
         "spec_hash": spec_hash,
         "submit_argv": ["sbatch", "--parsable", str(script_path)],
-        "sbatch": sbatch_options(res, lp),
+        "sbatch": sbatch_options(res, lp, gated=gate is not None),
         "modules": list(lp.profile.modules),
         "env": sorted(env.items()),
         "log_dir": str(res.log_dir),
@@ -152,7 +153,7 @@ def build_context(res: Resolved, loaded: LoadedJob, lp: LoadedProfile, spec_hash
         "port_span": PORT_SPAN,
         "launch": launch_argv(res, lp),
         "server": job.server,
-        "preflight": preflight(res, lp),
+        "preflight": gate,
     }
 
 
@@ -177,7 +178,8 @@ def _aiinfra_env(res: Resolved) -> dict[str, str]:
     return env
 
 
-def sbatch_options(res: Resolved, lp: LoadedProfile) -> list[tuple[str, str | None]]:
+def sbatch_options(res: Resolved, lp: LoadedProfile,
+                   gated: bool) -> list[tuple[str, str | None]]:
     """``#SBATCH`` options, sorted by name; ``None`` marks a flag without a value."""
     job, prof = res.job, lp.profile
     opts: dict[str, SbatchValue | None] = {
@@ -196,7 +198,7 @@ def sbatch_options(res: Resolved, lp: LoadedProfile) -> list[tuple[str, str | No
         "account": job.account or prof.account,
         "qos": job.qos or prof.qos,
         "constraint": job.constraint or prof.constraint,
-        "requeue": True if preflight(res, lp) else None,  # the gate requeues the job itself
+        "requeue": True if gated else None,  # the gate requeues the job itself
     }
     opts.update({**prof.sbatch, **job.sbatch})
     lines: list[tuple[str, str | None]] = []

@@ -355,22 +355,19 @@ def find_profile(ref: str, relative_to: Path | None = None, source: str = "--pro
 def load_profile(ref: str) -> LoadedProfile:
     """Load a profile, following ``inherits`` (cycles are an error), and validate it."""
     path = find_profile(ref)
-    chain = _inheritance_chain(path)
+    layers = _inheritance_chain(path)
     origins = Origins(str(path))
     merged: dict[str, Any] = {}
-    for step in reversed(chain):
-        layer = read_toml(step)
+    for step, layer in reversed(layers):  # the requested file last: its keys win
         merged = merge(merged, layer, origins, str(step))
-    merged["inherits"] = read_toml(path).get("inherits")
-    if merged["inherits"] is None:
-        del merged["inherits"]
     profile = build(Profile, merged, origins)
     _check_health(profile.health, origins)
     if profile.partition not in profile.partitions:
         raise origins.error("partition", f"default partition {profile.partition!r} is not "
                             "in [partitions]", list(profile.partitions))
     name = path.stem if "/" in ref or ref.endswith(".toml") else ref
-    return LoadedProfile(name=name, path=path, chain=tuple(chain), profile=profile, raw=merged)
+    return LoadedProfile(name=name, path=path, chain=tuple(step for step, _ in layers),
+                         profile=profile, raw=merged)
 
 
 def _check_health(health: HealthSettings, origins: Origins) -> None:
@@ -417,13 +414,15 @@ def _check_health_tables(health: HealthSettings, origins: Origins) -> None:
             check_partial(known[name].params, values, origins, f"{prefix}.{name}")
 
 
-def _inheritance_chain(path: Path) -> list[Path]:
-    chain = [path.resolve()]
+def _inheritance_chain(path: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The profile and its ancestors, nearest first, each file read and parsed once."""
+    current = path.resolve()
+    layers = [(current, read_toml(current))]
+    chain = [current]
     while True:
-        current = chain[-1]
-        parent = read_toml(current).get("inherits")
+        parent = layers[-1][1].get("inherits")
         if parent is None:
-            return chain
+            return layers
         if not isinstance(parent, str):
             raise SpecError(str(current), "inherits", "expected a profile name or path (a string)")
         nxt = find_profile(parent, current.parent, source=f"{current}: inherits").resolve()
@@ -431,6 +430,8 @@ def _inheritance_chain(path: Path) -> list[Path]:
             names = " -> ".join(p.stem for p in [*chain, nxt])
             raise SpecError(str(current), "inherits", f"inheritance cycle: {names}")
         chain.append(nxt)
+        layers.append((nxt, read_toml(nxt)))
+        current = nxt
 
 
 def as_plain(value: Any) -> Any:
