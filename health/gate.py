@@ -17,7 +17,7 @@ from aiinfra.health.result import CheckResult, Status
 from aiinfra.health.runner import NodeReport, record, run_node, table
 from aiinfra.launcher.errors import AiinfraError
 from aiinfra.launcher.files import write_atomic
-from aiinfra.launcher.spec import load_profile
+from aiinfra.launcher.profile import load_profile
 
 __all__ = ["judge", "record_command", "run_command", "table"]
 

@@ -15,7 +15,7 @@ from aiinfra.health.result import CheckResult, Status, ok, unknown, worst
 from aiinfra.health.thresholds import for_node
 from aiinfra.launcher.errors import SpecError
 from aiinfra.launcher.schema import Origins, build
-from aiinfra.launcher.spec import HealthSettings
+from aiinfra.launcher.profile import HealthSettings
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from aiinfra.health.facts import CollectContext, Facts, FunctionCollector, Secti
 from aiinfra.health.registry import check, collector
 from aiinfra.health.result import CheckResult, crit, ok, unknown, warn
 from aiinfra.launcher.schema import field
-from aiinfra.launcher.spec import package_dir
+from aiinfra.launcher.files import package_dir
 
 Action = Literal["drain", "warn", "ignore"]
 ACTIONS: tuple[str, ...] = ("drain", "warn", "ignore")

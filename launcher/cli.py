@@ -70,7 +70,7 @@ def submit(job_file: Path, profile_ref: str, dry_run: bool, as_json: bool, nodes
             click.echo(rendered.text, nl=False)
         return
     job_id = submitting.submit(rendered)
-    log = str(rendered.log_path).replace("%j", job_id)
+    log = str(rendered.log_for(job_id))
     if as_json:
         _print_json({"job_id": job_id, "script": str(rendered.script_path), "log": log})
     else:
@@ -100,10 +100,10 @@ def status(job_id: str, as_json: bool) -> None:
 @main.command()
 @click.argument("job_id")
 def cancel(job_id: str) -> None:
-    """Cancel a job (scancel)."""
+    """Cancel a queued or running job (scancel); an unknown or ended job is an error."""
     from aiinfra.launcher import slurm
 
-    slurm.scancel(_job_id(job_id))
+    slurm.cancel(_job_id(job_id))
     click.echo(f"cancelled {job_id}")
 
 
@@ -115,10 +115,11 @@ def profiles() -> None:
 @profiles.command("list")
 def profiles_list() -> None:
     """Every profile found by name, and where it lives."""
-    from aiinfra.launcher import spec
+    from aiinfra.launcher.profile import available_profiles
+    from aiinfra.launcher.schema import read_toml
 
-    for name, path in spec.available_profiles().items():
-        description = spec.read_toml(path).get("description", "")
+    for name, path in available_profiles().items():
+        description = read_toml(path).get("description", "")
         click.echo(f"{name:<20} {description}  [{path}]")
 
 
@@ -126,12 +127,13 @@ def profiles_list() -> None:
 @click.argument("ref")
 def profiles_show(ref: str) -> None:
     """The resolved profile REF (inheritance applied) as JSON."""
-    from aiinfra.launcher import spec
+    from aiinfra.launcher.profile import load_profile
+    from aiinfra.launcher.schema import as_plain
 
-    loaded = spec.load_profile(ref)
+    loaded = load_profile(ref)
     _print_json({"name": loaded.name, "path": str(loaded.path),
                  "inherits_chain": [str(p) for p in loaded.chain],
-                 "profile": spec.as_plain(loaded.profile)})
+                 "profile": as_plain(loaded.profile)})
 
 
 @main.group()

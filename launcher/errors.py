@@ -44,3 +44,17 @@ class SlurmError(AiinfraError):
         status = "timed out" if self.returncode is None else f"exited {self.returncode}"
         detail = self.stderr.strip() or "(no output on stderr)"
         return f"{' '.join(self.argv)} {status}: {detail}"
+
+
+class JobNotFound(AiinfraError):
+    """The job id is not a job Slurm knows, or the job has already ended."""
+
+    def __init__(self, job_id: str, ended_state: str | None = None) -> None:
+        self.job_id = job_id
+        self.ended_state = ended_state
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if self.ended_state:
+            return f"job {self.job_id} has already ended ({self.ended_state}): nothing to cancel"
+        return f"job {self.job_id} is unknown to Slurm (neither squeue nor sacct knows it)"

@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,14 +14,18 @@ from typing import Any
 import jinja2
 
 from aiinfra import __version__
-from aiinfra.launcher.errors import SpecError
-from aiinfra.launcher.files import cache_dir
-from aiinfra.launcher.spec import (JobSpec, LoadedJob, LoadedProfile, PartitionSpec,
-                                   SbatchValue, as_plain, package_dir)
-from aiinfra.launcher.slurmtime import format_time, parse_time
+
+from .fields import SbatchValue
+from .files import cache_dir, package_dir
+from .profile import LoadedProfile, PartitionSpec
+from .schema import as_plain
+from .slurmtime import format_time, parse_time
+from .snapshot import SNAPSHOT_SUFFIX, snapshot_text
+from .spec import JobSpec, LoadedJob
 
 PORT_BASE = 20000  # per-job rendezvous port: PORT_BASE + job id % PORT_SPAN, below
 PORT_SPAN = 10000  # Linux's ephemeral range, distinct for every job and array task
+SLUG_MAX = 64      # file names stay far below NAME_MAX (255) with every suffix aiinfra adds
 
 
 class Raw(str):
@@ -48,19 +52,40 @@ class Resolved:
 class Rendered:
     text: str
     script_path: Path
-    log_path: Path
+    snapshot_path: Path
+    snapshot: str          # the snapshot's text, written beside the script before sbatch
+    log_dir: Path
+    log_source: str        # the file or flag that set log_dir, for errors writing there
+    slug: str
     spec_hash: str
 
+    def log_for(self, job_id: str) -> Path:
+        """Where Slurm writes the job's batch log (``--output``)."""
+        return self.log_dir / f"{self.slug}-{job_id}.log"
 
-def render_job(loaded: LoadedJob, profile: LoadedProfile, cwd: Path) -> Rendered:
-    """Render the sbatch script for ``loaded`` on ``profile``, submitted from ``cwd``."""
+
+def render_job(loaded: LoadedJob, profile: LoadedProfile, cwd: Path,
+               self_argv: Sequence[str]) -> Rendered:
+    """Render the sbatch script for ``loaded`` on ``profile``, submitted from ``cwd``.
+
+    ``self_argv`` runs this aiinfra on the compute nodes (the profile's ``aiinfra`` wins)."""
     res = resolve(loaded, profile, cwd)
     spec_hash = _spec_hash(loaded, profile)
-    script_path = res.log_dir / f"{res.slug}-{spec_hash[:12]}.sbatch"
-    context = build_context(res, loaded, profile, spec_hash, script_path)
+    stem = res.log_dir / f"{res.slug}-{spec_hash[:12]}"
+    paths = ScriptPaths(script=stem.with_name(stem.name + ".sbatch"),
+                        snapshot=stem.with_name(stem.name + SNAPSHOT_SUFFIX))
+    context = build_context(res, loaded, profile, spec_hash, paths, self_argv)
     text = template_env().get_template(template_for(res.job)).render(context)
-    return Rendered(text=text, script_path=script_path,
-                    log_path=res.log_dir / f"{res.slug}-%j.log", spec_hash=spec_hash)
+    return Rendered(text=text, script_path=paths.script, snapshot_path=paths.snapshot,
+                    snapshot=snapshot_text(loaded, profile, cwd, spec_hash),
+                    log_dir=res.log_dir, log_source=loaded.origins.source_of("log_dir"),
+                    slug=res.slug, spec_hash=spec_hash)
+
+
+@dataclass(frozen=True)
+class ScriptPaths:
+    script: Path
+    snapshot: Path
 
 
 def template_for(job: JobSpec) -> str:
@@ -72,51 +97,64 @@ def template_for(job: JobSpec) -> str:
 def resolve(loaded: LoadedJob, lp: LoadedProfile, cwd: Path) -> Resolved:
     """Combine job and profile; reject what sbatch or the partition would reject."""
     job, prof = loaded.job, lp.profile
-    src = str(loaded.path)
     partition = job.partition or prof.partition
-    part = _partition(prof.partitions, partition, src, lp)
+    part = _partition(prof.partitions, partition, loaded, lp)
     if job.nodes > part.nodes:
-        raise SpecError(src, "nodes", f"{job.nodes} nodes requested, but partition {partition!r} "
-                        f"of profile {lp.name!r} has {part.nodes}")
+        raise loaded.error("nodes", f"{job.nodes} nodes requested, but partition {partition!r} "
+                           f"of profile {lp.name!r} has {part.nodes}")
     gpus = part.gpus_per_node if job.gpus_per_node is None else job.gpus_per_node
     if gpus > part.gpus_per_node:
-        raise SpecError(src, "gpus_per_node", f"{gpus} GPUs per node requested, but partition "
-                        f"{partition!r} has {part.gpus_per_node}")
+        raise loaded.error("gpus_per_node", f"{gpus} GPUs per node requested, but partition "
+                           f"{partition!r} has {part.gpus_per_node}")
     cpus = (job.cpus_per_task or 1) * _tasks_per_node(job)
     if part.cpus_per_node is not None and cpus > part.cpus_per_node:
-        raise SpecError(src, "cpus_per_task", f"{cpus} CPUs per node requested, but partition "
-                        f"{partition!r} has {part.cpus_per_node}")
-    runtime = _runtime(job, lp, src)
+        field = "cpus_per_task" if job.cpus_per_task else "tasks_per_node"
+        raise loaded.error(field, f"{cpus} CPUs per node requested, but partition "
+                           f"{partition!r} has {part.cpus_per_node}")
     workdir = cwd / (job.workdir or ".")
-    return Resolved(job=job, partition=partition, gpus_per_node=gpus,
-                    workdir=workdir, log_dir=workdir / job.log_dir, slug=slug(job.name),
-                    runtime=runtime)
+    log_dir = workdir / job.log_dir
+    if "\\" in str(log_dir):
+        raise loaded.error("log_dir", f"the log directory {str(log_dir)!r} contains a backslash, "
+                           "which turns off Slurm's file name patterns: the job would fail")
+    return Resolved(job=job, partition=partition, gpus_per_node=gpus, workdir=workdir,
+                    log_dir=log_dir, slug=slug(job.name), runtime=_runtime(loaded, lp))
 
 
-def _partition(parts: Mapping[str, PartitionSpec], name: str, src: str,
+def _partition(parts: Mapping[str, PartitionSpec], name: str, loaded: LoadedJob,
                lp: LoadedProfile) -> PartitionSpec:
     if name not in parts:
-        raise SpecError(src, "partition", f"profile {lp.name!r} has no partition {name!r}",
-                        list(parts))
+        raise loaded.error("partition", f"profile {lp.name!r} has no partition {name!r}",
+                           list(parts))
     return parts[name]
 
 
-def _runtime(job: JobSpec, lp: LoadedProfile, src: str) -> str | None:
+def _runtime(loaded: LoadedJob, lp: LoadedProfile) -> str | None:
+    job = loaded.job
     if job.container is None:
         return None
     runtime = job.container.runtime or lp.profile.container.runtime
     if runtime == "none":
-        raise SpecError(src, "container.runtime", f"profile {lp.name!r} has no container "
-                        "runtime; set one", ["apptainer", "singularity", "pyxis"])
+        raise loaded.error("container.runtime", f"profile {lp.name!r} has no container "
+                           "runtime; set one", ["apptainer", "singularity", "pyxis"])
     if runtime == "pyxis" and job.resolved_launcher == "mpirun":
-        raise SpecError(src, "launcher", "pyxis containers start through srun; mpirun cannot "
-                        "enter them", ["srun", "torchrun"])
+        raise loaded.error("launcher", "pyxis containers start through srun; mpirun cannot "
+                           "enter them", ["srun", "torchrun"])
     return runtime
 
 
 def slug(name: str) -> str:
-    """A file-name-safe form of a job name for log and script names."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "job"
+    """A file-name-safe form of a job name for log and script names, at most SLUG_MAX
+    characters; a longer name keeps its start and a hash of the whole, so it stays unique."""
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "job"
+    if len(text) <= SLUG_MAX:
+        return text
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{text[:SLUG_MAX - 9].rstrip('-.')}-{digest}"
+
+
+def slurm_filename(path: Path) -> str:
+    """``path`` for sbatch's ``--output``, where ``%`` starts a pattern: ``%%`` is one ``%``."""
+    return str(path).replace("%", "%%")
 
 
 def _tasks_per_node(job: JobSpec) -> int:
@@ -132,10 +170,11 @@ def _spec_hash(loaded: LoadedJob, lp: LoadedProfile) -> str:
 # ---------------------------------------------------------------- context
 
 def build_context(res: Resolved, loaded: LoadedJob, lp: LoadedProfile, spec_hash: str,
-                  script_path: Path) -> dict[str, Any]:
+                  paths: ScriptPaths, self_argv: Sequence[str]) -> dict[str, Any]:
     job = res.job
     env = {**lp.profile.env, **job.env, **_aiinfra_env(res)}
-    gate = preflight(res, lp)
+    aiinfra = [lp.profile.aiinfra] if lp.profile.aiinfra else list(self_argv)
+    gate = preflight(res, lp, aiinfra, paths.snapshot)
     return {
         "version": __version__,
         "profile_name": lp.name,
@@ -143,7 +182,7 @@ def build_context(res: Resolved, loaded: LoadedJob, lp: LoadedProfile, spec_hash
         "job_file": str(loaded.path),
         "job_sha256": loaded.sha256,
         "spec_hash": spec_hash,
-        "submit_argv": ["sbatch", "--parsable", str(script_path)],
+        "submit_argv": ["sbatch", "--parsable", str(paths.script)],
         "sbatch": sbatch_options(res, lp, gated=gate is not None),
         "modules": list(lp.profile.modules),
         "env": sorted(env.items()),
@@ -157,14 +196,16 @@ def build_context(res: Resolved, loaded: LoadedJob, lp: LoadedProfile, spec_hash
     }
 
 
-def preflight(res: Resolved, lp: LoadedProfile) -> dict[str, Any] | None:
-    """The health gate's settings, or None when the job or the profile turns it off."""
+def preflight(res: Resolved, lp: LoadedProfile, aiinfra: list[str],
+              snapshot: Path) -> dict[str, Any] | None:
+    """The health gate's settings, or None when the job or the profile turns it off.
+    The gate reads the profile from the job's snapshot, as it was at submit time."""
     health = lp.profile.health
     enabled = health.gate if res.job.preflight is None else res.job.preflight
     if not enabled:
         return None
     exclude = {**lp.profile.sbatch, **res.job.sbatch}.get("exclude")
-    return {"aiinfra": lp.profile.aiinfra, "profile": str(lp.path), "tier": health.gate_tier,
+    return {"aiinfra": aiinfra, "profile": str(snapshot), "tier": health.gate_tier,
             "retries": health.gate_retries, "nodes": res.job.nodes,
             "exclude": exclude if isinstance(exclude, str) else ""}
 
@@ -188,7 +229,7 @@ def sbatch_options(res: Resolved, lp: LoadedProfile,
         "ntasks-per-node": _tasks_per_node(job),
         "time": format_time(parse_time(job.time)),
         "partition": res.partition,
-        "output": str(res.log_dir / f"{res.slug}-%j.log"),
+        "output": slurm_filename(res.log_dir) + f"/{res.slug}-%j.log",
         "open-mode": "append",
         "chdir": str(res.workdir),
         "gpus-per-node": res.gpus_per_node or None,

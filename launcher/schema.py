@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import tomllib
 import types
 import typing
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from aiinfra.launcher.errors import SpecError
+from .errors import SpecError
 
 T = TypeVar("T")
 Check = Callable[[Any], "str | None"]
@@ -117,9 +119,8 @@ def convert(tp: Any, value: Any, origins: Origins, path: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             return convert(inner[0], value, origins, path)
-        for candidate in inner:
-            if _is_scalar_match(candidate, value):
-                return value
+        if any(_is_scalar_match(candidate, value) for candidate in inner):
+            return _scalar(value, origins, path)
         raise origins.error(path, f"expected {_describe(tp)}, got {_kind(value)}")
     if origin is Literal:
         if value not in args:
@@ -137,8 +138,15 @@ def convert(tp: Any, value: Any, origins: Origins, path: str) -> Any:
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build(tp, value, origins, path)
     if _is_scalar_match(tp, value):
-        return value
+        return _scalar(value, origins, path)
     raise origins.error(path, f"expected {_describe(tp)}, got {_kind(value)}")
+
+
+def _scalar(value: Any, origins: Origins, path: str) -> Any:
+    """A checked scalar; no string may carry a NUL byte (no shell, argv or file name can)."""
+    if isinstance(value, str) and "\x00" in value:
+        raise origins.error(path, "must not contain a NUL character (\\u0000)")
+    return value
 
 
 def type_at(cls: type, path: str) -> Any:
@@ -211,3 +219,29 @@ def _kind(value: Any) -> str:
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def read_toml(path: Path, display: str | None = None) -> dict[str, Any]:
+    """Parse a TOML file; syntax and I/O errors become a SpecError naming the file."""
+    name = display or str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(name, "", f"cannot read: {exc.strerror or exc}") from exc
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SpecError(name, "", "not UTF-8 text") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(name, "", f"TOML syntax error: {exc}") from exc
+
+
+def as_plain(value: Any) -> Any:
+    """Frozen specs back to plain JSON-able data (for hashing and `profiles show`)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: as_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: as_plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [as_plain(v) for v in value]
+    return value

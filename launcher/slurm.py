@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiinfra.launcher.errors import SlurmError
+from .errors import JobNotFound, SlurmError
 
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -36,8 +36,29 @@ def sbatch(script: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
     return job_id
 
 
-def scancel(job_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+def cancel(job_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """scancel a job that has not ended. scancel itself says nothing and exits 0 for an
+    unknown id (Slurm 22.05), so the job is looked up first."""
+    states = _queue_states(job_id, timeout_s)
+    if not any(s not in _ENDED for s in states):
+        ended = states[0] if states else next(iter(sacct(job_id, timeout_s)), {}).get("State")
+        raise JobNotFound(job_id, ended)
     run(["scancel", job_id], timeout_s)
+
+
+def _queue_states(job_id: str, timeout_s: float) -> list[str]:
+    """The job's states as slurmctld lists them (with --jobs, ended ones too); [] when it
+    has forgotten the job or never knew it."""
+    try:
+        return run(["squeue", "--noheader", "--jobs", job_id, "--format=%T"], timeout_s).split()
+    except SlurmError as exc:
+        if "Invalid job id" in exc.stderr:
+            return []
+        raise
+
+
+_ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+          "PREEMPTED", "BOOT_FAIL", "DEADLINE")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ import dataclasses
 from pathlib import Path
 
 from aiinfra.launcher.render import Rendered, render_job
-from aiinfra.launcher.spec import LoadedJob, LoadedProfile, load_job, load_profile
+from aiinfra.launcher.profile import LoadedProfile, load_profile
+from aiinfra.launcher.spec import LoadedJob, load_job
 
 RUNTIME_PROFILE = {"none": "local", "apptainer": "apptainer-a100",
                    "singularity": "apptainer-a100", "pyxis": "dgx-h100"}
@@ -74,6 +75,7 @@ def job_text(kind: str, runtime: str) -> str:
 
 
 CWD = Path("/project")
+SELF_ARGV = ("/opt/aiinfra/bin/python3", "-m", "aiinfra")  # the submitting install, fixed
 
 
 def load_scenario(kind: str, runtime: str, tmp: Path) -> tuple[LoadedJob, LoadedProfile]:
@@ -86,4 +88,4 @@ def load_scenario(kind: str, runtime: str, tmp: Path) -> tuple[LoadedJob, Loaded
 
 
 def render_scenario(kind: str, runtime: str, tmp: Path) -> Rendered:
-    return render_job(*load_scenario(kind, runtime, tmp), CWD)
+    return render_job(*load_scenario(kind, runtime, tmp), CWD, SELF_ARGV)

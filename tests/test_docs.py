@@ -6,7 +6,8 @@ import dataclasses
 import re
 from pathlib import Path
 
-from aiinfra.launcher.spec import JobSpec, Profile
+from aiinfra.launcher.profile import Profile
+from aiinfra.launcher.spec import JobSpec
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

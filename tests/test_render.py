@@ -14,8 +14,9 @@ import pytest
 from aiinfra import __version__
 from aiinfra.launcher import render
 from aiinfra.launcher.errors import SpecError
-from aiinfra.launcher.spec import load_job, load_profile
-from scenarios import CWD, load_scenario, render_scenario, scenarios
+from aiinfra.launcher.profile import load_profile
+from aiinfra.launcher.spec import load_job
+from scenarios import CWD, SELF_ARGV, load_scenario, render_scenario, scenarios
 
 GOLDEN = Path(__file__).parent / "golden"
 Write = Callable[[str, str], Path]
@@ -66,8 +67,9 @@ def test_every_context_key_is_required_by_some_template(tmp_path: Path) -> None:
         rendered = render_scenario(kind, runtime, tmp_path)
         loaded, profile = load_scenario(kind, runtime, tmp_path)
         res = render.resolve(loaded, profile, CWD)
-        context = render.build_context(res, loaded, profile, rendered.spec_hash,
-                                       rendered.script_path)
+        paths = render.ScriptPaths(rendered.script_path, rendered.snapshot_path)
+        context = render.build_context(res, loaded, profile, rendered.spec_hash, paths,
+                                       SELF_ARGV)
         template = env.get_template(render.template_for(res.job))
         assert template.render(context) == rendered.text
         for key in context:
@@ -150,7 +152,7 @@ def test_inference_presets(preset: str, words: str, tmp_path: Path) -> None:
 
 def _render(write: Write, job: str, profile: str = "local") -> render.Rendered:
     loaded = load_job(write("job.toml", job))
-    return render.render_job(loaded, load_profile(profile), Path("/p"))
+    return render.render_job(loaded, load_profile(profile), Path("/p"), SELF_ARGV)
 
 
 BASE = 'name = "x"\ncommand = ["true"]\n'

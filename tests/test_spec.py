@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from aiinfra.launcher.errors import SpecError
-from aiinfra.launcher.spec import (as_plain, available_profiles, load_job, load_profile,
-                                   parse_override)
+from aiinfra.launcher.profile import available_profiles, load_profile
+from aiinfra.launcher.schema import as_plain
+from aiinfra.launcher.spec import load_job, parse_override
 
 Write = Callable[[str, str], Path]
 

@@ -16,7 +16,7 @@ from aiinfra.health.compute import MatmulParams, MembwParams, check_matmul, chec
 from aiinfra.health.facts import CollectContext
 from aiinfra.health.result import Status
 from aiinfra.health.runner import run_node
-from aiinfra.launcher.spec import load_profile
+from aiinfra.launcher.profile import load_profile
 
 H100 = "NVIDIA H100 80GB HBM3"
 MATMUL = MatmulParams(expected_gpus=8, size=8192, iterations=20, warmup=5, peak_tflops=989.0,

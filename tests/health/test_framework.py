@@ -19,7 +19,7 @@ from aiinfra.health.result import CheckResult, Status, crit, ok, worst
 from aiinfra.health.runner import evaluate, node_thresholds, run_node
 from aiinfra.health.thresholds import for_node, node_matches
 from aiinfra.launcher.errors import SpecError
-from aiinfra.launcher.spec import load_profile
+from aiinfra.launcher.profile import load_profile
 
 AIINFRA = str(Path(sys.executable).parent / "aiinfra")
 
@@ -200,7 +200,7 @@ def test_judge_blocks_crit_and_missing_nodes_only(tmp_path: Path) -> None:
     assert any(m.startswith("node4 CRIT: no health report") for m in verdict.messages)
 
 
-PROBE = ("import sys\nfrom aiinfra.launcher.spec import load_profile\n"
+PROBE = ("import sys\nfrom aiinfra.launcher.profile import load_profile\n"
          "try:\n    load_profile(sys.argv[1])\n    print('ok')\n"
          "except Exception as exc:\n    print('error', exc)\n"
          "print('imported-checks', 'aiinfra.health.gpu' in sys.modules)\n")

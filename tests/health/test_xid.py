@@ -12,7 +12,7 @@ from aiinfra.health import registry, xid
 from aiinfra.health.facts import CollectContext
 from aiinfra.health.result import Status
 from aiinfra.health.runner import evaluate
-from aiinfra.launcher.spec import package_dir
+from aiinfra.launcher.files import package_dir
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "xid"
 NOW = datetime(2024, 5, 15, 6, 0, tzinfo=timezone.utc)
