@@ -66,6 +66,29 @@ CASES = [
          profile=PROFILE.replace("nodes = 4", "nodes = 4.5"), source="profile"),
     Case("inference-no-server", GOOD + 'kind = "inference"\n', ("server: an inference job needs",)),
     Case("missing-job-file", "", ("cannot read",)),
+    # hostile input (issue 8): each was a silent failure or a traceback before
+    Case("nul-in-env", GOOD + '[env]\nX = "a\\u0000b"\n', ("env.X: must not contain a NUL",)),
+    Case("nul-in-argv", GOOD.replace('["true"]', '["a\\u0000"]'),
+         ("command[0]: must not contain a NUL",)),
+    Case("not-an-sbatch-option", GOOD, ("--set sbatch.hetjob", "not an sbatch long option"),
+         args=("--set", "sbatch.hetjob=true"), source="flag"),
+    Case("sbatch-option-typo", GOOD + '[sbatch]\nmail-typ = "END"\n',
+         ("sbatch: 'mail-typ' is not an sbatch long option", "did you mean mail-type")),
+    Case("sbatch-refused-option", GOOD + "[sbatch]\nwait = true\n",
+         ("--wait is not allowed here",)),
+    Case("sbatch-value-newline", GOOD + '[sbatch]\ncomment = "a\\nb"\n',
+         ("the value of 'comment' must not contain control characters",)),
+    Case("bind-with-comma", GOOD + '[container]\nimage = "i.sif"\nbinds = ["/x,y:/z"]\n',
+         ("container.binds: '/x,y:/z' contains a comma",)),
+    Case("huge-nodes-from-set", GOOD, ("--set nodes: nodes: 100000000000000000000 nodes",),
+         args=("--set", "nodes=100000000000000000000"), source="flag"),
+    Case("backslash-log-dir", GOOD + 'log_dir = "logs\\\\x"\n', ("log_dir: must not contain a backslash",)),
+    Case("newline-log-dir", GOOD + 'log_dir = "logs\\nx"\n', ("log_dir: must not contain control",)),
+    Case("profile-bind-comma", GOOD, ("container.binds: '/a,b' contains a comma",),
+         profile=PROFILE + '[container]\nbinds = ["/a,b"]\n', source="profile"),
+    Case("profile-partition-newline", GOOD, ("partitions: invalid partition name",),
+         profile='partition = "debug"\n[partitions."a\\nb"]\nnodes = 1\n[partitions.debug]\n'
+                 'nodes = 4\n', source="profile"),
 ]
 
 
