@@ -7,6 +7,7 @@ imports what it needs when it runs.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -210,9 +211,9 @@ def health_gate(results_dir: Path, nodes: str) -> None:
 
 
 def _job_id(text: str) -> str:
-    head = text.split("_", 1)[0]
-    if not head.isdigit():
-        raise InputError(f"{text!r} is not a Slurm job id")
+    """JOBID or JOBID_TASK, in ASCII digits (str.isdigit() also takes other scripts' digits)."""
+    if re.fullmatch(r"[0-9]+(?:_[0-9]+)?", text) is None:
+        raise InputError(f"{text!r} is not a Slurm job id (JOBID or JOBID_TASK)")
     return text
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class AiinfraError(Exception):
@@ -24,7 +27,8 @@ class SpecError(AiinfraError):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        where = f"{self.source}: {self.field}" if self.field else self.source
+        field = _CONTROL.sub(lambda m: repr(m.group())[1:-1], self.field)  # one line
+        where = f"{self.source}: {field}" if field else self.source
         text = f"{where}: {self.message}"
         if self.choices:
             text += f" (valid: {', '.join(self.choices)})"

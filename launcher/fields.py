@@ -41,9 +41,8 @@ def sbatch_text(value: str) -> str | None:
     return "must not contain control characters (newlines, tabs)" if _CONTROL.search(value) else None
 
 
-def partition_names(value: Mapping[str, object]) -> str | None:
-    bad = [k for k in value if sbatch_text(k) or not k.strip()]
-    return f"invalid partition name(s): {', '.join(map(repr, bad))}" if bad else None
+def partition_name(key: str, _: object) -> str | None:
+    return "invalid partition name: it goes into #SBATCH lines" if sbatch_text(key) or not key.strip() else None
 
 
 def path(value: str) -> str | None:
@@ -60,9 +59,23 @@ def nonempty_argv(value: tuple[str, ...]) -> str | None:
     return None if value and value[0] else "must be a non-empty list of strings, e.g. [\"python\", \"train.py\"]"
 
 
-def env_names(value: Mapping[str, str]) -> str | None:
-    bad = [k for k in value if not _ENV_NAME.match(k)]
-    return f"invalid environment variable name(s): {', '.join(map(repr, bad))}" if bad else None
+# Names the rendered script cannot export: bash's read-only variables, and variables the
+# script itself reads (an `export` of them would kill the script or mislead it).
+RESERVED_ENV: Mapping[str, str] = {
+    **dict.fromkeys(("BASHOPTS", "SHELLOPTS", "EUID", "PPID", "UID"), "read-only in bash"),
+    **dict.fromkeys(("IFS", "BASH_ENV", "ENV"), "changes how the job script itself runs"),
+    "PATH": "the job script needs it to find srun and scontrol; use `modules`",
+    **dict.fromkeys(("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_RESTART_COUNT",
+                     "SLURM_JOB_PARTITION", "SLURM_JOB_NUM_NODES"), "set by Slurm for the job"),
+}
+
+
+def env_name(key: str, _: object) -> str | None:
+    if not _ENV_NAME.match(key):
+        return "invalid environment variable name"
+    if key in RESERVED_ENV:
+        return f"cannot be set here: {RESERVED_ENV[key]}"
+    return "cannot be set here: aiinfra sets AIINFRA_* itself" if key.startswith("AIINFRA_") else None
 
 
 def binds(value: tuple[str, ...]) -> str | None:
@@ -76,17 +89,13 @@ def binds(value: tuple[str, ...]) -> str | None:
     return None
 
 
-def sbatch_table(value: Mapping[str, SbatchValue]) -> str | None:
-    """Extra ``#SBATCH`` options: real sbatch long options, one-line values."""
-    lines = [k for k, v in value.items() if isinstance(v, str) and sbatch_text(v)]
-    if lines:
-        return f"the value of {lines[0]!r} must not contain control characters (newlines, tabs)"
-    owned = sorted(set(value) & set(OWNED_SBATCH_OPTIONS))
-    if owned:
-        hints = ", ".join(f"{k} (use {OWNED_SBATCH_OPTIONS[k]})" for k in owned)
-        return f"aiinfra sets these itself: {hints}"
-    problems = (sbatch_key_problem(key) for key in value)
-    return next((p for p in problems if p), None)
+def sbatch_entry(key: str, value: SbatchValue) -> str | None:
+    """One extra ``#SBATCH`` option: a real sbatch long option, a one-line value."""
+    if key in OWNED_SBATCH_OPTIONS:
+        return f"aiinfra sets this option itself (use {OWNED_SBATCH_OPTIONS[key]})"
+    if isinstance(value, str) and sbatch_text(value):
+        return "the value must not contain control characters (newlines, tabs)"
+    return sbatch_key_problem(key)
 
 
 # sbatch options rendered from typed fields; extra `sbatch` tables may not set them.

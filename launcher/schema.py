@@ -21,6 +21,7 @@ from .errors import SpecError
 
 T = TypeVar("T")
 Check = Callable[[Any], "str | None"]
+EntryCheck = Callable[[str, Any], "str | None"]  # (key, value) of one table entry
 
 
 class Origins:
@@ -60,9 +61,12 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any], origins: Origins, so
 
 
 def field(default: Any = dataclasses.MISSING, *, check: Check | None = None,
-          doc: str = "") -> Any:
-    """A dataclass field with an optional value check and a line of documentation."""
-    meta = {"check": check, "doc": doc}
+          entry: EntryCheck | None = None, doc: str = "") -> Any:
+    """A dataclass field with an optional value check and a line of documentation.
+
+    ``entry`` checks each (key, value) of a table on its own, so that an error names the
+    entry and the file that set it (tables merge across files and flags)."""
+    meta = {"check": check, "entry": entry, "doc": doc}
     if isinstance(default, (list, dict, tuple)) and default:
         raise TypeError("use an immutable, empty default")
     if isinstance(default, dict):
@@ -99,12 +103,20 @@ def _values(cls: type, data: Any, origins: Origins, path: str, partial: bool) ->
                 raise origins.error(sub, "required key is missing")
             continue
         value = convert(hints[name], data[name], origins, sub)
-        check = fld.metadata.get("check")
-        problem = check(value) if check and value is not None else None
-        if problem:
-            raise origins.error(sub, problem)
+        _check_value(fld, value, origins, sub)
         values[name] = value
     return values
+
+
+def _check_value(fld: dataclasses.Field[Any], value: Any, origins: Origins, path: str) -> None:
+    check, entry = fld.metadata.get("check"), fld.metadata.get("entry")
+    problem = check(value) if check and value is not None else None
+    if problem:
+        raise origins.error(path, problem)
+    for key, item in value.items() if entry and value is not None else ():
+        problem = entry(key, item)
+        if problem:
+            raise origins.error(_join(path, key), problem)
 
 
 def convert(tp: Any, value: Any, origins: Origins, path: str) -> Any:

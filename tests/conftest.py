@@ -53,3 +53,17 @@ def cluster() -> Iterator[None]:
             pytest.fail(f"{message} (CI=true: tests that need Slurm never skip)")
         pytest.skip(message)
     yield
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fuzz: the long, random fuzz run (pytest -m fuzz)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The long fuzz run is opt-in: only `-m` expressions that name it select it."""
+    if "fuzz" in (config.getoption("markexpr") or ""):
+        return
+    kept = [item for item in items if item.get_closest_marker("fuzz") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept

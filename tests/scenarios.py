@@ -75,6 +75,9 @@ def job_text(kind: str, runtime: str) -> str:
 
 
 CWD = Path("/project")
+# Info-level notes that flag correct quoting of user values: SC2016 '$(...)' inside single
+# quotes; SC1003 a literal backslash just before a closing single quote ('a\').
+SHELLCHECK_ARGS = ("shellcheck", "--shell=bash", "--exclude=SC2016,SC1003")
 SELF_ARGV = ("/opt/aiinfra/bin/python3", "-m", "aiinfra")  # the submitting install, fixed
 
 

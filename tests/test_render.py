@@ -16,7 +16,7 @@ from aiinfra.launcher import render
 from aiinfra.launcher.errors import SpecError
 from aiinfra.launcher.profile import load_profile
 from aiinfra.launcher.spec import load_job
-from scenarios import CWD, SELF_ARGV, load_scenario, render_scenario, scenarios
+from scenarios import CWD, SELF_ARGV, SHELLCHECK_ARGS, load_scenario, render_scenario, scenarios
 
 GOLDEN = Path(__file__).parent / "golden"
 Write = Callable[[str, str], Path]
@@ -41,8 +41,7 @@ def test_golden_scripts_parse_in_bash(golden: Path) -> None:
                     reason="shellcheck is not installed")
 def test_golden_scripts_pass_shellcheck() -> None:
     goldens = sorted(str(p) for p in GOLDEN.glob("*.sh"))
-    # SC2016 (info) flags '$(...)' in single quotes: exactly what quoting user values means.
-    proc = subprocess.run(["shellcheck", "--shell=bash", "--exclude=SC2016", *goldens],
+    proc = subprocess.run([*SHELLCHECK_ARGS, *goldens],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
 
