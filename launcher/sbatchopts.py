@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 import tomllib
 from collections.abc import Mapping
@@ -35,6 +34,8 @@ def sbatch_key_problem(key: str) -> str | None:
         return f"--{key} is not allowed here: {REFUSED[key]}"
     if key in known_options():
         return None
+    import difflib  # only on the error path: keeps it off `submit`'s start-up
+
     near = difflib.get_close_matches(key, sorted(known_options() - set(REFUSED)), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(near)}?" if near else ""
     return (f"{key!r} is not an sbatch long option (names are written without dashes, "
