@@ -25,6 +25,8 @@
 #   AIINFRA_DEV_CLUSTER_DB_PORT    port of the private mariadbd [13306]
 #   AIINFRA_DEV_CLUSTER_CRED_EXPIRE  AuthInfo cred_expire, seconds; also the
 #                                  delay before a requeued job restarts [30]
+#   AIINFRA_DEV_CLUSTER_GRACE_TIME seconds a preempted debug job gets to
+#                                  checkpoint before it is requeued [20]
 #   AIINFRA_DEV_CLUSTER_NO_INSTALL set to 1 to never run apt-get
 #   AIINFRA_DEV_CLUSTER_KEEP_JOBS  set to 1 so that `down` does not cancel jobs
 #
@@ -47,6 +49,8 @@ CRED_EXPIRE="${AIINFRA_DEV_CLUSTER_CRED_EXPIRE:-30}"
 
 CLUSTER_NAME="aiinfra"
 PARTITION="debug"
+URGENT_PARTITION="urgent"        # preempts debug (PreemptType=preempt/partition_prio)
+GRACE_TIME="${AIINFRA_DEV_CLUSTER_GRACE_TIME:-20}"
 ACCOUNT="dev"
 SLURM_USER="root"
 SLURMCTLD_PORT=6817
@@ -394,7 +398,14 @@ SlurmdDebug=info
 
 # ${NUM_NODES} nodes, one slurmd each, all on this host (port per node).
 NodeName=$(node_range) NodeHostname=${SHORT_HOST} NodeAddr=127.0.0.1 Port=${ports} $(node_hw) RealMemory=${NODE_MEM_MB} State=UNKNOWN
-PartitionName=${PARTITION} Nodes=$(node_range) Default=YES MaxTime=INFINITE State=UP
+# Real preemption for the requeue tests: a job in urgent (higher PriorityTier, same
+# nodes) preempts debug jobs it needs the nodes of (take them with --exclusive: cores are
+# shared otherwise). The preempted step's ranks get SIGTERM at once and GraceTime seconds
+# to checkpoint; then the job is requeued.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+PartitionName=${PARTITION} Nodes=$(node_range) Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=${GRACE_TIME}
+PartitionName=${URGENT_PARTITION} Nodes=$(node_range) MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF
 EOF
 
   if write_if_changed "$SLURMDBD_CONF" 600 "${SLURM_USER}:${SLURM_USER}" <<EOF; then DBD_CONF_CHANGED=1; fi
