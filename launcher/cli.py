@@ -108,6 +108,22 @@ def cancel(job_id: str) -> None:
     click.echo(f"cancelled {job_id}")
 
 
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("snapshot", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--serve", is_flag=True, help="The program is an inference server: wait for "
+              "its port, write the endpoint file.")
+@click.argument("launch", nargs=-1, required=True, type=click.UNPROCESSED)
+def attempt(snapshot: Path, serve: bool, launch: tuple[str, ...]) -> None:
+    """Run one attempt of a job inside its allocation (the batch script execs this)."""
+    import os
+
+    from aiinfra.launcher import supervisor
+
+    ctx = supervisor.context(snapshot, os.environ)
+    head = os.environ.get("AIINFRA_HEAD_ADDR", ctx.nodes[0]) if serve else None
+    sys.exit(supervisor.supervise(ctx, launch, head))
+
+
 @main.group()
 def profiles() -> None:
     """List and show cluster profiles."""

@@ -105,4 +105,6 @@ OWNED_SBATCH_OPTIONS: Mapping[str, str] = {
     "mem": "mem", "mem-per-cpu": "mem_per_cpu", "time": "time", "partition": "partition",
     "account": "account", "qos": "qos", "constraint": "constraint", "output": "log_dir",
     "error": "log_dir", "open-mode": "(always append)", "chdir": "workdir",
+    "signal": "checkpoint.signal_lead_s", "requeue": "(always on: the supervisor requeues)",
+    "no-requeue": "(the supervisor decides: see checkpoint.max_restarts)",
 }

@@ -173,8 +173,7 @@ def build_context(res: Resolved, loaded: LoadedJob, lp: LoadedProfile, spec_hash
                   paths: ScriptPaths, self_argv: Sequence[str]) -> dict[str, Any]:
     job = res.job
     env = {**lp.profile.env, **job.env, **_aiinfra_env(res)}
-    aiinfra = [lp.profile.aiinfra] if lp.profile.aiinfra else list(self_argv)
-    gate = preflight(res, lp, aiinfra, paths.snapshot)
+    stem = str(res.log_dir / res.slug) + "-"
     return {
         "version": __version__,
         "profile_name": lp.name,
@@ -183,31 +182,42 @@ def build_context(res: Resolved, loaded: LoadedJob, lp: LoadedProfile, spec_hash
         "job_sha256": loaded.sha256,
         "spec_hash": spec_hash,
         "submit_argv": ["sbatch", "--parsable", str(paths.script)],
-        "sbatch": sbatch_options(res, lp, gated=gate is not None),
+        "sbatch": sbatch_options(res, lp, signal_lead_s(res, loaded)),
         "modules": list(lp.profile.modules),
         "env": sorted(env.items()),
         "log_dir": str(res.log_dir),
-        "step_log": str(res.log_dir / res.slug) + "-",
+        "step_log": stem,
+        "ledger": stem + "JOBID.ledger.jsonl",
+        "endpoint": stem + "JOBID.endpoint",
         "port_base": PORT_BASE,
         "port_span": PORT_SPAN,
+        "aiinfra": [lp.profile.aiinfra] if lp.profile.aiinfra else list(self_argv),
+        "snapshot": str(paths.snapshot),
+        "gate": gate_tier(res, lp),
         "launch": launch_argv(res, lp),
         "server": job.server,
-        "preflight": gate,
     }
 
 
-def preflight(res: Resolved, lp: LoadedProfile, aiinfra: list[str],
-              snapshot: Path) -> dict[str, Any] | None:
-    """The health gate's settings, or None when the job or the profile turns it off.
-    The gate reads the profile from the job's snapshot, as it was at submit time."""
+def gate_tier(res: Resolved, lp: LoadedProfile) -> str | None:
+    """The preflight gate's tier, or None when the job or the profile turns it off."""
     health = lp.profile.health
     enabled = health.gate if res.job.preflight is None else res.job.preflight
-    if not enabled:
+    return health.gate_tier if enabled else None
+
+
+def signal_lead_s(res: Resolved, loaded: LoadedJob) -> int | None:
+    """Seconds before the time limit that USR2 tells a checkpointing job to save; None for
+    a job without a checkpoint directory (nothing to save)."""
+    ckpt = res.job.checkpoint
+    if ckpt.dir is None:
         return None
-    exclude = {**lp.profile.sbatch, **res.job.sbatch}.get("exclude")
-    return {"aiinfra": aiinfra, "profile": str(snapshot), "tier": health.gate_tier,
-            "retries": health.gate_retries, "nodes": res.job.nodes,
-            "exclude": exclude if isinstance(exclude, str) else ""}
+    limit = parse_time(res.job.time)
+    if ckpt.signal_lead_s >= limit:
+        raise loaded.error("checkpoint.signal_lead_s", f"{ckpt.signal_lead_s} s is not below "
+                           f"the time limit ({limit} s): the job would be told to stop "
+                           "before it starts")
+    return ckpt.signal_lead_s
 
 
 def _aiinfra_env(res: Resolved) -> dict[str, str]:
@@ -220,7 +230,7 @@ def _aiinfra_env(res: Resolved) -> dict[str, str]:
 
 
 def sbatch_options(res: Resolved, lp: LoadedProfile,
-                   gated: bool) -> list[tuple[str, str | None]]:
+                   lead_s: int | None) -> list[tuple[str, str | None]]:
     """``#SBATCH`` options, sorted by name; ``None`` marks a flag without a value."""
     job, prof = res.job, lp.profile
     opts: dict[str, SbatchValue | None] = {
@@ -239,7 +249,8 @@ def sbatch_options(res: Resolved, lp: LoadedProfile,
         "account": job.account or prof.account,
         "qos": job.qos or prof.qos,
         "constraint": job.constraint or prof.constraint,
-        "requeue": True if gated else None,  # the gate requeues the job itself
+        "requeue": True,  # the supervisor requeues the job itself
+        "signal": None if lead_s is None else f"B:USR2@{lead_s}",
     }
     opts.update({**prof.sbatch, **job.sbatch})
     lines: list[tuple[str, str | None]] = []

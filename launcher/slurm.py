@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,3 +109,50 @@ def _restarts(job_id: str, timeout_s: float) -> int | None:
         if word.startswith("Restarts="):
             return int(word.split("=", 1)[1])
     return None
+
+
+# --- inside the allocation: the supervisor's view of its own job -------------------------
+
+def show_job(job_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, str]:
+    """``scontrol --oneliner show job`` as ``Key -> value`` (values without spaces)."""
+    out = run(["scontrol", "--oneliner", "show", "job", job_id], timeout_s)
+    pairs = (word.split("=", 1) for word in out.split() if "=" in word)
+    return {key: value for key, value in pairs}
+
+
+def hostnames(nodelist: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[str, ...]:
+    """A Slurm node list expanded by Slurm itself (``scontrol show hostnames``)."""
+    if not nodelist:
+        return ()
+    return tuple(run(["scontrol", "show", "hostnames", nodelist], timeout_s).split())
+
+
+def partition_nodes(partition: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[str, ...]:
+    out = run(["sinfo", "--noheader", "--Node", f"--partition={partition}", "--format=%N"],
+              timeout_s)
+    return tuple(sorted(set(out.split())))
+
+
+def unresponsive(nodes: Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[str, ...]:
+    """Those of ``nodes`` that Slurm sees down or not responding (state ends with ``*``)."""
+    out = run(["sinfo", "--noheader", "--Node", f"--nodes={','.join(nodes)}",
+               "--format=%N|%t"], timeout_s)
+    rows = (line.split("|", 1) for line in out.splitlines() if "|" in line)
+    return tuple(sorted({name for name, state in rows
+                         if state.endswith("*") or state.startswith(("down", "fail"))}))
+
+
+def requeue(job_id: str, exclude: Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Requeue the job, then set its ExcNodeList. Slurm refuses that update while the job
+    runs and takes it right after the requeue, while the job is still COMPLETING (measured
+    on 22.05); if it never lands the job returns on the same nodes and the gate sees them."""
+    run(["scontrol", "requeue", job_id], timeout_s)
+    if not exclude:
+        return
+    argv = ["scontrol", "update", f"JobId={job_id}", f"ExcNodeList={','.join(exclude)}"]
+    for _ in range(4):
+        try:
+            run(argv, timeout_s)
+            return
+        except SlurmError:
+            time.sleep(0.5)

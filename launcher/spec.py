@@ -40,7 +40,10 @@ class ContainerSpec:
 class CheckpointSpec:
     dir: str | None = field(None, check=fields.path, doc="checkpoint directory, exported as AIINFRA_CHECKPOINT_DIR")
     keep: int = field(3, check=fields.positive, doc="how many good checkpoints to keep")
-    max_restarts: int = field(3, check=fields.not_negative, doc="restart budget before a final state")
+    max_restarts: int = field(3, check=fields.not_negative,
+                              doc="requeues without checkpoint progress before a final state")
+    signal_lead_s: int = field(120, check=fields.positive,
+                               doc="seconds before the time limit that the job is told to save")
 
 
 @dataclass(frozen=True)
