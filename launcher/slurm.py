@@ -113,13 +113,6 @@ def _restarts(job_id: str, timeout_s: float) -> int | None:
 
 # --- inside the allocation: the supervisor's view of its own job -------------------------
 
-def show_job(job_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, str]:
-    """``scontrol --oneliner show job`` as ``Key -> value`` (values without spaces)."""
-    out = run(["scontrol", "--oneliner", "show", "job", job_id], timeout_s)
-    pairs = (word.split("=", 1) for word in out.split() if "=" in word)
-    return {key: value for key, value in pairs}
-
-
 def hostnames(nodelist: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[str, ...]:
     """A Slurm node list expanded by Slurm itself (``scontrol show hostnames``)."""
     if not nodelist:
@@ -131,15 +124,6 @@ def partition_nodes(partition: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> tup
     out = run(["sinfo", "--noheader", "--Node", f"--partition={partition}", "--format=%N"],
               timeout_s)
     return tuple(sorted(set(out.split())))
-
-
-def unresponsive(nodes: Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[str, ...]:
-    """Those of ``nodes`` that Slurm sees down or not responding (state ends with ``*``)."""
-    out = run(["sinfo", "--noheader", "--Node", f"--nodes={','.join(nodes)}",
-               "--format=%N|%t"], timeout_s)
-    rows = (line.split("|", 1) for line in out.splitlines() if "|" in line)
-    return tuple(sorted({name for name, state in rows
-                         if state.endswith("*") or state.startswith(("down", "fail"))}))
 
 
 def requeue(job_id: str, exclude: Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
@@ -156,3 +140,139 @@ def requeue(job_id: str, exclude: Sequence[str], timeout_s: float = DEFAULT_TIME
             return
         except SlurmError:
             time.sleep(0.5)
+
+# --- accounting history of a job id, requeues included (sacct --duplicates) -------------
+
+_HISTORY_FIELDS = ("JobID", "JobName", "State", "ExitCode", "NodeList", "Start", "End")
+
+
+@dataclass(frozen=True)
+class AcctRow:
+    """One ``sacct`` line: the allocation (``step == ""``) or one of its steps.
+
+    ``job_id`` is the job's id without the step (``4`` for ``4.batch``).
+
+    ``state`` is the first word (``CANCELLED by 0`` -> ``CANCELLED``); ``exit_code`` and
+    ``signal`` split Slurm's ``CODE:SIGNAL``; times are ISO text, None when Slurm has none.
+    """
+
+    job_id: str
+    step: str
+    name: str
+    state: str
+    exit_code: int
+    signal: int
+    nodes: str
+    start: str | None
+    end: str | None
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a job id: the first, then one per requeue, oldest first."""
+
+    alloc: AcctRow
+    steps: tuple[AcctRow, ...]
+
+    @property
+    def started(self) -> bool:
+        return self.alloc.start is not None
+
+    @property
+    def ended(self) -> bool:
+        return self.started and self.alloc.end is not None
+
+    def launched_step(self) -> AcctRow | None:
+        """The numbered step started last (the job's own command; a gate step runs before)."""
+        numbered = [s for s in self.steps if s.step.isdigit()]
+        return max(numbered, key=lambda s: int(s.step), default=None)
+
+
+def job_history(job_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[Run, ...]:
+    """Every run of ``job_id`` with its steps: ``sacct --duplicates`` keeps requeued runs."""
+    out = run(["sacct", "--parsable2", "--noheader", "--duplicates", "--jobs", job_id,
+               f"--format={','.join(_HISTORY_FIELDS)}"], timeout_s)
+    return parse_history(out)
+
+
+def parse_history(text: str) -> tuple[Run, ...]:
+    """Group ``--parsable2`` lines into runs: sacct prints each run's steps after it."""
+    runs: list[Run] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        row = _acct_row(line)
+        if not row.step:
+            runs.append(Run(row, ()))
+        elif runs:
+            runs[-1] = Run(runs[-1].alloc, (*runs[-1].steps, row))
+    return tuple(runs)
+
+
+def _acct_row(line: str) -> AcctRow:
+    job_id, name, state, exit_code, nodes, start, end = line.split("|")
+    code, _, signal = exit_code.partition(":")
+    base, _, step = job_id.partition(".")
+    return AcctRow(base, step, name, state.split(" ", 1)[0], _int(code),
+                   _int(signal), nodes, _when(start), _when(end))
+
+
+def _int(text: str) -> int:
+    return int(text) if text.strip().isdigit() else 0
+
+
+def _when(text: str) -> str | None:
+    return None if text in ("", "Unknown", "None") else text
+
+
+# --- live facts about a job and its nodes (scontrol, sinfo) -------------------------------
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What ``scontrol show job`` says now; ``preempt_time`` is None unless preempted."""
+
+    job_id: str
+    state: str
+    restarts: int
+    preempt_time: str | None
+    nodes: str
+    excluded: str
+    partition: str
+
+
+def job_info(job_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> JobInfo:
+    return parse_job_info(run(["scontrol", "--oneliner", "show", "job", job_id], timeout_s))
+
+
+def parse_job_info(text: str) -> JobInfo:
+    """The fields of ``scontrol --oneliner show job`` that requeue decisions need."""
+    fields = dict(w.split("=", 1) for w in text.split() if "=" in w)
+    return JobInfo(fields.get("JobId", ""), fields.get("JobState", ""),
+                   _int(fields.get("Restarts", "0")), _when(fields.get("PreemptTime", "None")),
+                   _nodes(fields.get("NodeList", "")), _nodes(fields.get("ExcNodeList", "")),
+                   fields.get("Partition", ""))
+
+
+def _nodes(text: str) -> str:
+    return "" if text in ("(null)", "None assigned") else text
+
+
+def unresponsive_nodes(nodelist: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[str, ...]:
+    """Nodes of ``nodelist`` that slurmctld sees down, failing or not responding."""
+    out = run(["sinfo", "--noheader", "--Node", "--nodes", nodelist, "--format=%N|%T"],
+              timeout_s)
+    return parse_unresponsive(out)
+
+
+_DEAD_STATES = ("down", "fail", "failing", "no_respond", "power_down", "powered_down")
+
+
+def parse_unresponsive(text: str) -> tuple[str, ...]:
+    """``%N|%T`` lines: a ``*`` suffix means not responding; DOWN and FAIL are dead too."""
+    dead: set[str] = set()
+    for line in text.splitlines():
+        node, _, state = line.strip().partition("|")
+        flags = state.lower().rstrip("~#!%$@^-")
+        if node and (flags.endswith("*") or flags.rstrip("*") in _DEAD_STATES):
+            dead.add(node)
+    return tuple(sorted(dead))

@@ -193,13 +193,11 @@ def _wait_port(host: str, port: int, timeout_s: float, child: subprocess.Popen[b
 
 def evidence(ctx: Context, returncode: int, signals: Signals) -> Evidence:
     """What Slurm says about the attempt that just ended (the step line is the truth)."""
-    info = slurm.show_job(ctx.job_id)
+    info = slurm.job_info(ctx.job_id)
     return Evidence(step=_step_line(ctx), returncode=returncode,
-                    signals=frozenset(signals.received),
-                    preempt_time=info.get("PreemptTime", "None") not in ("None", "Unknown"),
-                    requeued=int(info.get("Restarts", "0")) > ctx.attempt,
-                    job_state=info.get("JobState", ""),
-                    unresponsive=slurm.unresponsive(ctx.nodes))
+                    signals=frozenset(signals.received), preempt_time=info.preempt_time is not None,
+                    requeued=info.restarts > ctx.attempt, job_state=info.state,
+                    unresponsive=slurm.unresponsive_nodes(",".join(ctx.nodes)))
 
 
 def _step_line(ctx: Context) -> slurm.AcctRow | None:
