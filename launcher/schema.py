@@ -109,12 +109,15 @@ def _values(cls: type, data: Any, origins: Origins, path: str, partial: bool) ->
 
 
 def _check_value(fld: dataclasses.Field[Any], value: Any, origins: Origins, path: str) -> None:
-    check, entry = fld.metadata.get("check"), fld.metadata.get("entry")
-    problem = check(value) if check and value is not None else None
+    check: Check | None = fld.metadata.get("check")
+    entry: EntryCheck | None = fld.metadata.get("entry")
+    if value is None:
+        return
+    problem = check(value) if check else None
     if problem:
         raise origins.error(path, problem)
-    for key, item in value.items() if entry and value is not None else ():
-        problem = entry(key, item)
+    for key, item in value.items() if entry else ():
+        problem = entry(key, item) if entry else None
         if problem:
             raise origins.error(_join(path, key), problem)
 

@@ -136,11 +136,17 @@ def gate(ctx: Context) -> tuple[str, ...] | None:
 
 
 def room(ctx: Context) -> Room:
+    """Where the job may still run: its partition's nodes, less its own ``--exclude``."""
     job, prof = ctx.snapshot.job.job, ctx.snapshot.profile.profile
     partition = job.partition or prof.partition
-    own = {**prof.sbatch, **job.sbatch}.get("exclude")
-    excluded = slurm.hostnames(own) if isinstance(own, str) else ()
-    return Room(slurm.partition_nodes(partition), job.nodes, excluded)
+    own = own_exclude(ctx.snapshot)
+    return Room(slurm.partition_nodes(partition), job.nodes, slurm.hostnames(own or ""))
+
+
+def own_exclude(snap: Snapshot) -> str | None:
+    """The job's own ``--exclude`` (job file over profile): kept in every ExcNodeList."""
+    own = {**snap.profile.profile.sbatch, **snap.job.job.sbatch}.get("exclude")
+    return own if isinstance(own, str) else None
 
 
 # ---------------------------------------------------------------- the step
@@ -269,8 +275,8 @@ def supervise(ctx: Context, argv: Sequence[str], serve_at: str | None = None) ->
                 "the compute nodes? The command did not run")
             return 1
         if bad:
-            outcome = classify(Evidence(bad_nodes=bad))
-            return conclude(ctx, Attempt(outcome, room=room(ctx)), start, signals)
+            verdict = classify(Evidence(bad_nodes=bad))
+            return conclude(ctx, Attempt(verdict, room=room(ctx)), start, signals)
         say(f"preflight passed on {' '.join(ctx.nodes)}")
     before = progress(ctx)
     code = launch(ctx, argv, signals) if serve_at is None else serve(ctx, argv, serve_at)

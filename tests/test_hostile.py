@@ -83,19 +83,18 @@ def test_an_unwritable_log_dir_is_an_input_error(write: Write, tmp_path: Path) -
     assert "Traceback" not in result.output
 
 
-def test_the_gate_calls_back_into_the_submitting_install(tmp_path: Path, write: Write) -> None:
+def test_the_job_calls_back_into_the_submitting_install(tmp_path: Path, write: Write) -> None:
     job = write("job.toml", BASE)
     rendered = submit.prepare(job, "local", [], tmp_path)
-    gate = next(line for line in rendered.text.splitlines() if " health run " in line)
-    assert f" {sys.executable} -m aiinfra health run " in gate
-    assert f"--profile {rendered.snapshot_path} " in gate
+    line = next(line for line in rendered.text.splitlines() if line.startswith("exec "))
+    assert line.startswith(f"exec {sys.executable} -m aiinfra attempt {rendered.snapshot_path} ")
 
 
 def test_the_profiles_aiinfra_wins(write: Write, profile_dir: Path) -> None:
     (profile_dir / "site.toml").write_text('inherits = "local"\naiinfra = "/opt/ai/bin/aiinfra"\n')
-    gate = next(line for line in _render(write, BASE, "site").text.splitlines()
-                if " health run " in line)
-    assert " /opt/ai/bin/aiinfra health run " in gate and "-m aiinfra" not in gate
+    line = next(line for line in _render(write, BASE, "site").text.splitlines()
+                if line.startswith("exec "))
+    assert line.startswith("exec /opt/ai/bin/aiinfra attempt ") and "-m aiinfra" not in line
 
 
 def test_the_snapshot_holds_the_job_and_profile_as_submitted(

@@ -189,18 +189,27 @@ def test_the_gate_runs_first_unless_the_job_or_profile_turns_it_off(
         write: Write, profile_dir: Path) -> None:
     gated = _render(write, BASE).text
     assert "#SBATCH --requeue" in gated
-    gate_line = next(line for line in gated.splitlines() if " health run " in line)
-    assert gate_line.startswith("srun --nodes=1 --ntasks=1 --ntasks-per-node=1 ")
-    assert "--tier quick --fail-fast --output-dir" in gate_line
-    assert gated.index(" health run ") < gated.index("--no-python true")
+    assert "the preflight gate (quick tier) on every node" in gated
     off = _render(write, BASE + "preflight = false\n").text
-    assert " health run " not in off and "--requeue" not in off
+    assert "preflight gate" not in off and "#SBATCH --requeue" in off  # the supervisor still decides
     (profile_dir / "nogate.toml").write_text('inherits = "local"\n[health]\ngate = false\n')
-    assert " health run " not in _render(write, BASE, "nogate").text
-    assert " health run " in _render(write, BASE + "preflight = true\n", "nogate").text
+    assert "preflight gate" not in _render(write, BASE, "nogate").text
+    assert "preflight gate" in _render(write, BASE + "preflight = true\n", "nogate").text
 
 
-def test_the_gate_keeps_the_jobs_own_exclusions(write: Write) -> None:
-    text = _render(write, BASE + '[sbatch]\nexclude = "node9"\n').text
-    assert "#SBATCH --exclude=node9" in text
-    assert 'aiinfra_excluded=node9,"$aiinfra_excluded"' in text
+def test_the_launch_line_stays_visible(write: Write) -> None:
+    text = _render(write, BASE + "nodes = 2\n").text
+    exec_line, launch = text.split("\nexec ", 1)[1].splitlines()[:2]
+    assert exec_line.endswith(" attempt /p/logs/x-" + exec_line.split("/p/logs/x-")[1])
+    assert launch.strip().startswith("srun --nodes=2 --ntasks-per-node=1 --kill-on-bad-exit=1 "
+                                     "torchrun --nnodes=2")
+    assert launch.strip().endswith("--no-python true")
+
+
+def test_a_checkpointing_job_is_told_before_its_time_limit(write: Write) -> None:
+    ckpt = BASE + 'time = "10"\n[checkpoint]\ndir = "ck"\nsignal_lead_s = 90\n'
+    assert "#SBATCH --signal=B:USR2@90" in _render(write, ckpt).text
+    assert "--signal" not in _render(write, BASE).text  # nothing to save: no signal
+    with pytest.raises(SpecError) as err:
+        _render(write, ckpt.replace('"10"', '"1"'))
+    assert err.value.field == "checkpoint.signal_lead_s" and "not below" in err.value.message

@@ -137,7 +137,8 @@ def _cpu_as_cuda(torch: Any) -> types.SimpleNamespace:
 
 def test_bench_device_records_figures_and_failures(torch: Any) -> None:
     fake = _cpu_as_cuda(torch)
-    out = compute.bench_device(fake, 1, {"size": 32, "iterations": 2, "warmup": 1},
+    # size 256: enough work that the figure survives rounding to 3 decimals on a busy CPU
+    out = compute.bench_device(fake, 1, {"size": 256, "iterations": 2, "warmup": 1},
                                {"size_mib": -1, "iterations": 2, "warmup": 1})
     assert out["index"] == 1 and out["name"] == "fake 1" and out["matmul_tflops"] > 0
     assert out["membw_error"].startswith("RuntimeError: ")  # a negative size fails in torch
