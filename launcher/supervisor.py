@@ -256,7 +256,8 @@ def conclude(ctx: Context, attempt: Attempt, start: str, signals: Signals) -> in
 def act(ctx: Context, decision: Decision, signals: Signals) -> int:
     if decision.action == "requeue":
         signals.ignore_term()
-        say(f"attempt {ctx.attempt}: {decision.reason}")
+        excluding = f" (excluding {','.join(decision.exclude)})" if decision.exclude else ""
+        say(f"attempt {ctx.attempt}: {decision.reason}{excluding}")
         slurm.requeue(ctx.job_id, decision.exclude)
         return 0
     say(f"final: {decision.state}: {decision.reason}")

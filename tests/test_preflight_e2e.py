@@ -56,7 +56,7 @@ def test_a_bad_node_is_kept_out_and_the_job_runs_on_the_others(cluster: None,
     assert row["State"] == "COMPLETED", batch
     assert "aiinfra: preflight: node3 CRIT: host.disk: /tmp free" in batch
     assert "< min 1e+09 GiB" in batch
-    assert "requeueing without node3 (round 1 of 2)" in batch
+    assert "preflight: bad nodes node3 (round 1 of 2)" in batch and "excluding node3" in batch
     assert re.search(r"attempt 0 on node1 node2 node3", batch)
     assert "preflight passed on node1 node2 node4" in batch
     ran = sorted(re.findall(r"ran-on=(\w+)", (logs / f"gate-keepout-{job_id}.attempt1.log")
@@ -70,7 +70,8 @@ def test_the_gate_stops_after_its_budget(cluster: None, tmp_path: Path) -> None:
     row = wait_final(job_id)
     batch = (logs / f"gate-budget-{job_id}.log").read_text()
     assert row["State"] == "FAILED" and row["ExitCode"] == "1:0", batch
-    assert "after 0 requeues (gate_retries=0): giving up; the command did not run" in batch
+    assert "final: FAILED: preflight: bad nodes" in batch
+    assert "after 0 requeues (gate_retries=0): the command did not run" in batch
     assert not list(logs.glob(f"gate-budget-{job_id}.attempt*.log"))
 
 
@@ -80,7 +81,8 @@ def test_the_gate_gives_up_when_too_few_nodes_would_remain(cluster: None,
     row = wait_final(job_id)
     batch = (logs / f"gate-few-{job_id}.log").read_text()
     assert row["State"] == "FAILED", batch
-    assert re.search(r"only [12] nodes of partition debug remain for 3: giving up", batch)
+    assert re.search(r"only [12] nodes of the partition remain for 3: the command did not run",
+                     batch)
 
 
 def test_a_gate_that_cannot_run_fails_the_job_at_once(cluster: None, tmp_path: Path) -> None:
@@ -91,5 +93,6 @@ def test_a_gate_that_cannot_run_fails_the_job_at_once(cluster: None, tmp_path: P
     row = wait_final(job_id)
     batch = (tmp_path / "logs" / f"gate-nogate-{job_id}.log").read_text()
     assert row["State"] == "FAILED", batch
-    assert "the gate itself failed (exit 127)" in batch and "The command did not run" in batch
+    assert "aiinfra: cannot run /nonexistent/aiinfra on " in batch
+    assert "the command did not run" in batch
     assert not (tmp_path / "logs" / f"gate-nogate-{job_id}.excluded").exists()

@@ -59,5 +59,8 @@ echo "aiinfra: step log $AIINFRA_STEP_LOG"
 # The server starts on every node; once the head node answers on port 8000
 # (within 900 s) its address goes to the endpoint file
 # /project/logs/serve-JOBID.endpoint.
+set +e; shopt -s execfail  # a failed exec returns (not exits): say why below
 exec /opt/aiinfra/bin/python3 -m aiinfra attempt /project/logs/serve-d1a829019387.snapshot.json --serve -- \
   srun --nodes=1 --ntasks-per-node=1 --kill-on-bad-exit=1 apptainer exec --nv --writable-tmpfs --bind /scratch --bind /projects --bind /data:/data:ro /images/app.sif python3 -m sglang.launch_server --model-path '/models/llama 3' --host 0.0.0.0 --port 8000 --tp-size 4
+printf 'aiinfra: cannot run %s on %s (is aiinfra installed where the compute nodes see it?): the command did not run\n' '/opt/aiinfra/bin/python3 -m aiinfra' "$(hostname)" >&2
+exit 127

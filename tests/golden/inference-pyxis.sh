@@ -59,5 +59,8 @@ echo "aiinfra: step log $AIINFRA_STEP_LOG"
 # The server starts on every node; once the head node answers on port 8000
 # (within 900 s) its address goes to the endpoint file
 # /project/logs/serve-JOBID.endpoint.
+set +e; shopt -s execfail  # a failed exec returns (not exits): say why below
 exec /opt/aiinfra/bin/python3 -m aiinfra attempt /project/logs/serve-5cd6e926b794.snapshot.json --serve -- \
   srun --nodes=1 --ntasks-per-node=1 --kill-on-bad-exit=1 --container-image=/images/app.sif --container-mounts=/lustre:/lustre,/data:/data:ro tritonserver '--model-repository=/models/llama 3' --http-port=8000
+printf 'aiinfra: cannot run %s on %s (is aiinfra installed where the compute nodes see it?): the command did not run\n' '/opt/aiinfra/bin/python3 -m aiinfra' "$(hostname)" >&2
+exit 127

@@ -54,5 +54,8 @@ echo "aiinfra: step log $AIINFRA_STEP_LOG"
 # line below with its output in the step log; USR2 (time limit ahead) or TERM tells the
 # ranks to checkpoint; then it requeues the job or ends it with a final state, one line per
 # attempt in /project/logs/mpi-JOBID.ledger.jsonl.
+set +e; shopt -s execfail  # a failed exec returns (not exits): say why below
 exec /opt/aiinfra/bin/python3 -m aiinfra attempt /project/logs/mpi-6d558750b6f5.snapshot.json -- \
   mpirun -np 4 --map-by ppr:2:node --mca pml ucx apptainer exec --nv --writable-tmpfs --bind /scratch --bind /projects --bind /data:/data:ro /images/app.sif python3 allreduce.py
+printf 'aiinfra: cannot run %s on %s (is aiinfra installed where the compute nodes see it?): the command did not run\n' '/opt/aiinfra/bin/python3 -m aiinfra' "$(hostname)" >&2
+exit 127

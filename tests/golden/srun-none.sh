@@ -56,5 +56,8 @@ echo "aiinfra: step log $AIINFRA_STEP_LOG"
 # line below with its output in the step log; USR2 (time limit ahead) or TERM tells the
 # ranks to checkpoint; then it requeues the job or ends it with a final state, one line per
 # attempt in /project/logs/mpi-srun-JOBID.ledger.jsonl.
+set +e; shopt -s execfail  # a failed exec returns (not exits): say why below
 exec /opt/aiinfra/bin/python3 -m aiinfra attempt /project/logs/mpi-srun-c967cffdfc12.snapshot.json -- \
   srun --nodes=2 --ntasks-per-node=2 --kill-on-bad-exit=1 --mpi=pmix ./a.out
+printf 'aiinfra: cannot run %s on %s (is aiinfra installed where the compute nodes see it?): the command did not run\n' '/opt/aiinfra/bin/python3 -m aiinfra' "$(hostname)" >&2
+exit 127

@@ -58,5 +58,8 @@ echo "aiinfra: step log $AIINFRA_STEP_LOG"
 # ranks to checkpoint; then it requeues the job or ends it with a final state, one line per
 # attempt in /project/logs/train-it-s-big-JOBID.ledger.jsonl.
 # torchrun on every node, c10d rendezvous at the head node on a per-job port.
+set +e; shopt -s execfail  # a failed exec returns (not exits): say why below
 exec /opt/aiinfra/bin/python3 -m aiinfra attempt /project/logs/train-it-s-big-c3bb9e11b7fb.snapshot.json -- \
   srun --nodes=2 --ntasks-per-node=1 --kill-on-bad-exit=1 torchrun --nnodes=2 --nproc-per-node=1 --rdzv-backend=c10d --rdzv-endpoint="$AIINFRA_HEAD_ADDR:$AIINFRA_PORT" --rdzv-id="$SLURM_JOB_ID" --no-python python3 train.py --lr 3e-4 --note '$(rm -rf ~); `id`'
+printf 'aiinfra: cannot run %s on %s (is aiinfra installed where the compute nodes see it?): the command did not run\n' '/opt/aiinfra/bin/python3 -m aiinfra' "$(hostname)" >&2
+exit 127
