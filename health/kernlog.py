@@ -204,9 +204,9 @@ def scan(text: str, sigs: Sequence[Signature], window: Window = Window()) -> lis
     """Every signature event in ``text``, one group per (class, code, device, process)."""
     year = window.year or datetime.now().year
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for start, candidates in _candidate_lines(text, sigs):
-        end = text.find("\n", start)
-        line = text[start:] if end < 0 else text[start:end]
+    judged: dict[str, _Event | None] = {}  # a repeated message is classified once
+    for start, end, candidates in _candidate_lines(text, sigs):
+        line = text[start:end]
         stamp, message, kernel = split_prefix(line, year)
         if not kernel:
             continue
@@ -214,35 +214,48 @@ def scan(text: str, sigs: Sequence[Signature], window: Window = Window()) -> lis
         if window.since is not None and stamp is not None and not stamp.relative \
                 and stamp.seconds < window.since:
             continue
-        event = _classify(message, candidates, text, end)
-        if event is not None:
-            _count(groups, event, stamp, line.strip())
+        if message not in judged:
+            judged[message] = _classify(message, candidates)
+        event = judged[message]
+        if event is not None and (not event.sig.join or _joined(text, end, event.sig)):
+            _count(groups, event, stamp, _line(text, start, end, event.sig))
     return sorted(groups.values(), key=lambda g: (g["class"], g["device"], g["code"] or 0))
 
 
-def _candidate_lines(text: str, sigs: Sequence[Signature]) -> Iterator[tuple[int, list[Signature]]]:
-    """(line start, signatures whose keyword the line holds), in log order."""
-    by_keyword: dict[str, list[Signature]] = {}
+@dataclass(frozen=True)
+class _Event:
+    """What one message says: its signature, group key and fixed fields."""
+
+    sig: Signature
+    key: tuple[Any, ...]
+    fields: Mapping[str, Any]
+
+
+def _candidate_lines(text: str,
+                     sigs: Sequence[Signature]) -> Iterator[tuple[int, int, tuple[Signature, ...]]]:
+    """(line start, line end, signatures whose keyword the line holds), in log order."""
+    by_keyword: dict[str, tuple[Signature, ...]] = {}
     for sig in sigs:
-        by_keyword.setdefault(sig.keyword, []).append(sig)
-    hits: dict[int, list[Signature]] = {}
-    for keyword, group in by_keyword.items():
-        for start in _line_starts(text, keyword):
-            hits.setdefault(start, []).extend(group)
+        by_keyword[sig.keyword] = (*by_keyword.get(sig.keyword, ()), sig)
     order = {id(sig): i for i, sig in enumerate(sigs)}
+    hits: dict[int, tuple[int, tuple[Signature, ...]]] = {}
+    for keyword, group in by_keyword.items():
+        for start, end in _line_spans(text, keyword):
+            seen = hits.get(start)
+            hits[start] = (end, group if seen is None else
+                           tuple(sorted({*seen[1], *group}, key=lambda s: order[id(s)])))
     for start in sorted(hits):
-        yield start, sorted(hits[start], key=lambda s: order[id(s)])
+        end, group = hits[start]
+        yield start, end, group
 
 
-def _line_starts(text: str, keyword: str) -> Iterator[int]:
-    find, rfind = text.find, text.rfind
+def _line_spans(text: str, keyword: str) -> Iterator[tuple[int, int]]:
+    find, rfind, size = text.find, text.rfind, len(text)
     pos = find(keyword)
     while pos >= 0:
-        start = rfind("\n", 0, pos) + 1
-        yield start
         end = find("\n", pos)
-        if end < 0:
-            return
+        end = size if end < 0 else end
+        yield rfind("\n", 0, pos) + 1, end
         pos = find(keyword, end)
 
 
@@ -252,45 +265,55 @@ def _absolute_stamp(stamp: Stamp | None, boot: float | None) -> Stamp | None:
     return stamp
 
 
-def _classify(message: str, candidates: Iterable[Signature], text: str,
-              end: int) -> tuple[Signature, dict[str, str]] | None:
-    """The first signature the message matches (a multi-line one also needs its join text
-    within the next ``join_lines`` lines), with what it captured."""
+def _classify(message: str, candidates: Iterable[Signature]) -> _Event | None:
+    """The first signature the message matches, with its group key and captured fields."""
     for sig in candidates:
         match = sig.regex.search(message)
-        if match is None:
-            continue
-        if sig.join and not _joined(text, end, sig.join, sig.join_lines):
-            continue
-        return sig, {k: v for k, v in match.groupdict().items() if v is not None}
+        if match is not None:
+            return _event(sig, {k: v for k, v in match.groupdict().items() if v is not None})
     return None
 
 
-def _joined(text: str, end: int, needle: str, lines: int) -> bool:
-    if end < 0:
-        return False
+def _event(sig: Signature, caught: Mapping[str, str]) -> _Event:
+    device = _device(sig.device, caught)
+    code = int(caught["code"]) if caught.get("code", "").isdigit() else None
+    pci = caught.get("gpu") or caught.get("pci")
+    fields = {"class": sig.cls, "code": code, "device": device,
+              "process": caught.get("process"), "pid": _pid(caught),
+              "severity": caught.get("severity"), "pci": None if pci is None else normal_pci(pci)}
+    key = (sig.cls, code, device, fields["process"], fields["severity"])
+    return _Event(sig, key, fields)
+
+
+def _joined(text: str, end: int, sig: Signature) -> bool:
+    """A multi-line message: its join text follows within ``join_lines`` lines."""
+    return sig.join in text[end:_after_lines(text, end, sig.join_lines)]
+
+
+def _after_lines(text: str, end: int, lines: int) -> int:
     stop = end
     for _ in range(lines):
         nxt = text.find("\n", stop + 1)
         stop = len(text) if nxt < 0 else nxt
-    return needle in text[end:stop]
+    return stop
 
 
-def _count(groups: dict[tuple[Any, ...], dict[str, Any]], event: tuple[Signature, dict[str, str]],
-           stamp: Stamp | None, line: str) -> None:
-    sig, caught = event
-    device = _device(sig.device, caught)
-    code = int(caught["code"]) if caught.get("code", "").isdigit() else None
-    process = caught.get("process")
-    key = (sig.cls, code, device, process, caught.get("severity"))
-    group = groups.get(key)
+def _line(text: str, start: int, end: int, sig: Signature) -> str:
+    """The log line; a multi-line message joined up to its join text."""
+    if not sig.join:
+        return text[start:end].strip()
+    parts = [part.strip() for part in text[start:_after_lines(text, end, sig.join_lines)].split("\n")]
+    upto = next((i for i, part in enumerate(parts) if sig.join in part), len(parts) - 1)
+    return " ".join(parts[: upto + 1])
+
+
+def _count(groups: dict[tuple[Any, ...], dict[str, Any]], event: _Event, stamp: Stamp | None,
+           line: str) -> None:
+    group = groups.get(event.key)
     when = None if stamp is None else stamp.text()
     if group is None:
-        pci = caught.get("gpu") or caught.get("pci")
-        groups[key] = {"class": sig.cls, "code": code, "device": device, "process": process,
-                       "pid": _pid(caught), "severity": caught.get("severity"),
-                       "pci": None if pci is None else normal_pci(pci), "count": 1,
-                       "first": when, "last": when, "line": line}
+        groups[event.key] = {**event.fields, "count": 1, "first": when, "last": when,
+                             "line": line}
         return
     group["count"] += 1
     if when is not None:
