@@ -16,7 +16,7 @@ CheckFunc = Callable[[Facts, Any], CheckResult]
 F = TypeVar("F", bound=CheckFunc)
 
 # Modules that register checks and collectors, imported on first use of the registry.
-MODULES = ("host", "gpu", "xid", "ib", "compute", "net")
+MODULES = ("host", "gpu", "kernel", "ib", "compute", "net")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,15 +41,17 @@ def node_thresholds(health: HealthSettings, node: str) -> dict[str, dict[str, An
 
 
 def run_node(health: HealthSettings, profile_name: str, tier: Tier, node: str, *,
-             fail_fast: bool = False, recorded: Facts | None = None) -> tuple[NodeReport, Facts]:
-    """Evaluate ``tier`` on ``node``. Facts are gathered as the checks need them (so a
-    fail-fast gate stops before the expensive ones) unless ``recorded`` facts replay."""
+             fail_fast: bool = False, recorded: Facts | None = None,
+             only: Sequence[Check] = ()) -> tuple[NodeReport, Facts]:
+    """Evaluate ``tier`` (or just the checks in ``only``) on ``node``. Facts are gathered as
+    the checks need them (so a fail-fast gate stops before the expensive ones) unless
+    ``recorded`` facts replay."""
     thresholds = node_thresholds(health, node)
     ctx = CollectContext(node, tier, thresholds)
     facts = recorded if recorded is not None else new_facts(node)
     results: list[CheckResult] = []
     stopped = False
-    for chk in checks_for(tier):
+    for chk in only or checks_for(tier):
         start = time.monotonic()
         if any(fnmatch.fnmatchcase(chk.name, pattern) for pattern in health.skip):
             results.append(ok(chk.name, f"not checked: profile {profile_name!r} skips it"))

@@ -187,13 +187,30 @@ def health_list() -> None:
               help="Replay recorded facts (from `health record`) instead of reading this node.")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write the JSON report to DIR/NODE.json (atomically).")
+@click.option("--check", "only", multiple=True, metavar="NAME",
+              help="Run only this check, whatever its tier (repeatable).")
 def health_run(profile_ref: str, tier: str, node: str | None, as_json: bool, fail_fast: bool,
-               facts_file: Path | None, output_dir: Path | None) -> None:
+               facts_file: Path | None, output_dir: Path | None, only: Sequence[str]) -> None:
     """Run a tier's checks on this node and report; exit code = worst status."""
     from aiinfra.health import gate
 
-    report = gate.run_command(profile_ref, tier, node, fail_fast, facts_file, output_dir)
+    report = gate.run_command(profile_ref, tier, node, fail_fast, facts_file, output_dir, only)
     click.echo(json.dumps(report.as_json(), indent=2) if as_json else gate.table(report))
+    sys.exit(report.status.value)
+
+
+@health.command("scan-log")
+@click.argument("log_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_profile_option
+@_node_option
+@click.option("--json", "as_json", is_flag=True, help="Print {file, status, findings} as JSON.")
+def health_scan_log(log_file: Path, profile_ref: str, node: str | None, as_json: bool) -> None:
+    """Judge a saved kernel log (dmesg, journalctl, syslog or kmsg format) like kernel.log;
+    every line counts (no time window). Exit code = the worst status."""
+    from aiinfra.health import gate
+
+    report = gate.scan_log_command(log_file, profile_ref, node)
+    click.echo(json.dumps(report.as_json(), indent=2) if as_json else gate.scan_table(report))
     sys.exit(report.status.value)
 
 

@@ -187,9 +187,9 @@ def test_the_modules_import_without_pynvml(block: bool) -> None:
     or not (None in sys.modules makes `import pynvml` fail)."""
     code = ("import sys\n"
             f"if {block}: sys.modules['pynvml'] = None\n"
-            "from aiinfra.health import registry, gpu, xid, ib\n"
+            "from aiinfra.health import registry, gpu, kernel, ib\n"
             "names = set(registry.checks())\n"
-            "assert {'gpu.count', 'gpu.xid', 'ib.ports', 'ib.errors'} <= names, names\n"
+            "assert {'gpu.count', 'kernel.log', 'ib.ports', 'ib.errors'} <= names, names\n"
             "print(sorted(m for m, mod in sys.modules.items() if 'nvml' in m and mod))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
