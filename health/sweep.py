@@ -142,13 +142,14 @@ def chunk(nodes: Sequence[str], max_per_job: int) -> list[tuple[str, ...]]:
     return [tuple(nodes[i:i + size]) for i in range(0, len(nodes), size)]
 
 
-def skip_reason(node: NodeState, kind: Kind) -> str:
+def skip_reason(node: NodeState, kind: Kind, check_drained: bool = True) -> str:
     if kind == "busy":
         return f"busy ({node.state})"
     if kind == "ours-busy":
         return f"drained by aiinfra but {node.state}: {node.reason}"
     if kind == "ours":
-        return f"drained by aiinfra (check_drained is off): {node.reason}"
+        why = "a dry run reserves nothing" if check_drained else "check_drained is off"
+        return f"drained by aiinfra, not checked ({why}): {node.reason}"
     return f"not ours: {node.state}" + (f": {node.reason}" if node.reason else "")
 
 
@@ -169,7 +170,8 @@ def plan(nodes: Sequence[NodeState], s: SweepSettings, *, reserve: bool = True) 
                          f"{s.max_nodes_per_job} nodes > max_jobs {s.max_jobs}: raise "
                          "max_nodes_per_job or sweep fewer nodes")
     checked = set(free) | set(busy) | set(ours)
-    skipped = {n.name: skip_reason(n, kinds[n.name]) for n in nodes if n.name not in checked}
+    skipped = {n.name: skip_reason(n, kinds[n.name], s.check_drained)
+               for n in nodes if n.name not in checked}
     return Plan(tuple(batches), tuple(ours), skipped)
 
 
@@ -317,7 +319,7 @@ class Summary:
                 "capped": self.cap_message is not None, "status": self.status.name,
                 "cap": self.cap_message, "dry_run": self.dry_run,
                 "unknown": [d.node for d in self.decisions if d.status == Status.UNKNOWN],
-                "nodes_detail": {d.node: {"status": d.status.name if d.status else None,
+                "nodes_detail": {d.node: {"status": d.status.name if d.status is not None else None,
                                           "action": d.action, "reason": d.reason,
                                           "note": d.note} for d in self.decisions}}
 

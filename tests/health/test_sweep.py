@@ -219,6 +219,8 @@ def test_summary_json_and_text() -> None:
         "unchanged": ["node1", "node2"], "skipped": ["node4"], "capped": False,
         "status": "CRIT"}
     assert data["unknown"] == ["node2"]
+    assert data["nodes_detail"]["node1"]["status"] == "OK"  # OK is 0: still named
+    assert data["nodes_detail"]["node4"]["status"] is None
     text = "\n".join(actions_text(summary))
     assert "node3        CRIT     would drain: aiinfra: x: 1 > 0" in text
     assert "node4        -        skipped  (not ours: drained: maint)" in text
