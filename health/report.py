@@ -71,13 +71,14 @@ class Report:
     sections: tuple[Section, ...]
 
 
-def _pandas() -> Any:
+def require_pandas() -> None:
+    """A clear error instead of an ImportError when the `report` extra is missing."""
     try:
-        import pandas
+        import matplotlib  # noqa: F401
+        import pandas  # noqa: F401
     except ImportError as exc:
         raise ReportError("reports need pandas and matplotlib: pip install 'aiinfra[report]'"
                           ) from exc
-    return pandas
 
 
 # ---------------------------------------------------------------- nodes
@@ -86,7 +87,7 @@ def nodes_report(conn: sqlite3.Connection, since_epoch: float, *, flap_min: int 
                  drop: float = 0.2) -> Report:
     """Pass/fail history per node, flapping nodes, the checks failing most, and nodes
     more than ``drop`` below their own baseline or the fleet median on measured values."""
-    pd = _pandas()
+    import pandas as pd
     first = conn.execute("SELECT MIN(run) FROM runs WHERE started >= ?", (since_epoch,))
     first_run = first.fetchone()[0]
     if first_run is None:
@@ -117,7 +118,7 @@ def nodes_report(conn: sqlite3.Connection, since_epoch: float, *, flap_min: int 
 
 def node_history(verdicts: pd.DataFrame) -> pd.DataFrame:
     """Per node: sweeps, passed (OK/WARN), crit, unknown, pass/fail flips, drains, last."""
-    pd = _pandas()
+    import pandas as pd
     if verdicts.empty:
         return pd.DataFrame(columns=["node", "sweeps", "passed", "crit", "unknown", "flips",
                                      "drains", "resumes", "last"])
@@ -144,7 +145,7 @@ def node_history(verdicts: pd.DataFrame) -> pd.DataFrame:
 def below_baseline(values: pd.DataFrame, drop: float) -> pd.DataFrame:
     """Each node's latest measured value against the median of its own earlier values and
     against the fleet median of the latest values; rows more than ``drop`` below either."""
-    pd = _pandas()
+    import pandas as pd
     columns = ["node", "check", "latest", "own_baseline", "fleet_median", "vs_own", "vs_fleet"]
     if values.empty:
         return pd.DataFrame(columns=columns)
@@ -165,7 +166,7 @@ def below_baseline(values: pd.DataFrame, drop: float) -> pd.DataFrame:
 def parse_sacct(text: str) -> pd.DataFrame:
     """``sacct -P --noheader --format=SACCT_FIELDS`` output -> one row per job record
     (with ``--duplicates`` a requeued job has one record per attempt)."""
-    pd = _pandas()
+    import pandas as pd
     rows = [line.split("|", len(SACCT_FIELDS) - 1) for line in text.splitlines() if line.strip()]
     bad = [r for r in rows if len(r) != len(SACCT_FIELDS)]
     if bad:
@@ -206,7 +207,7 @@ def jobs_report(sacct: pd.DataFrame, verdicts: pd.DataFrame | None,
                 link_window_s: float = 86400.0) -> Report:
     """States, restarts, failures per node, and failed jobs that ran on a node the sweep
     found CRIT within ``link_window_s`` of the job's end."""
-    pd = _pandas()
+    import pandas as pd
     sacct = sacct.assign(failed=sacct["State"].isin(FAILED_STATES))
     states = (sacct.groupby("State").size().rename("records").reset_index()
               .sort_values("records", ascending=False, ignore_index=True))
@@ -226,7 +227,7 @@ def jobs_report(sacct: pd.DataFrame, verdicts: pd.DataFrame | None,
         Section("Failures per node (with the sweep's verdicts)", linked,
                 Plot("Failed job records per node", _bars(linked, "node", "failed"))),
         Section("Failed jobs on nodes the sweep found CRIT", failed_on_crit(
-            sacct, verdicts, link_window_s, pd))))
+            sacct, verdicts, link_window_s))))
 
 
 def link_health(sacct: pd.DataFrame, per_node: pd.DataFrame, verdicts: pd.DataFrame | None,
@@ -241,8 +242,10 @@ def link_health(sacct: pd.DataFrame, per_node: pd.DataFrame, verdicts: pd.DataFr
                                          ignore_index=True)
 
 
-def failed_on_crit(sacct: pd.DataFrame, verdicts: pd.DataFrame | None, window_s: float,
-                   pd: Any) -> pd.DataFrame:
+def failed_on_crit(sacct: pd.DataFrame, verdicts: pd.DataFrame | None,
+                   window_s: float) -> pd.DataFrame:
+    import pandas as pd
+
     columns = ["JobIDRaw", "JobName", "State", "node", "End", "sweep_at"]
     if verdicts is None or verdicts.empty:
         return pd.DataFrame(columns=columns)
@@ -269,7 +272,7 @@ def local_time(epoch: float) -> str:
 
 def load_verdicts(conn: sqlite3.Connection, since_epoch: float) -> pd.DataFrame:
     """One row per node x sweep in the window: node, run, started, status, action."""
-    pd = _pandas()
+    import pandas as pd
     return pd.read_sql_query(
         "SELECT n.node, n.run, r.started, n.status, n.action FROM nodes n "
         "JOIN runs r ON r.run = n.run WHERE r.started >= ?", conn, params=(since_epoch,))
@@ -280,7 +283,7 @@ def load_verdicts(conn: sqlite3.Connection, since_epoch: float) -> pd.DataFrame:
 def goodput_report(sacct: pd.DataFrame, price_per_hour: float) -> Report:
     """GPU-hours (CPU-hours on a cluster without GPUs): good, running, cancelled, and lost to
     failures, requeues and preemption; in money at ``price_per_hour`` per unit-hour."""
-    pd = _pandas()
+    import pandas as pd
     unit = "GPU" if (sacct["GPUs"] > 0).any() else "CPU"
     per = sacct["GPUs"] if unit == "GPU" else sacct["AllocCPUS"]
     hours = per * sacct["ElapsedRaw"] / 3600

@@ -314,6 +314,7 @@ def report_nodes(since: str, fmt: str, output: Path | None, history: Path | None
     from aiinfra.health import report as reports
     from aiinfra.health.history import connect
 
+    reports.require_pandas()
     with connect(_history_file(history, must_exist=True)) as conn:
         made = reports.nodes_report(conn, time.time() - reports.since_seconds(since),
                                     flap_min=flap_min, drop=drop)
@@ -359,6 +360,7 @@ def _sacct(since: str) -> tuple[Any, float]:
     from aiinfra.health import report as reports
     from aiinfra.launcher import slurm
 
+    reports.require_pandas()
     start = time.time() - reports.since_seconds(since)
     text = slurm.sacct_records(time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start)),
                                reports.SACCT_FIELDS)
