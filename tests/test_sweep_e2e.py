@@ -228,3 +228,30 @@ def wait_for_sweep_job(state: Path, timeout_s: float = 60) -> str:
                 return out[0]
         time.sleep(0.5)
     raise AssertionError("the first sweep submitted no job")
+
+
+def test_the_cron_wrapper_prints_only_on_change(state: Path) -> None:
+    """Dry runs (nothing drained for real): a clean node prints nothing; a would-be drain
+    prints the node, its reason and the log."""
+    import os
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**job_env(), "AIINFRA": f"{sys.executable} -m aiinfra",
+           "AIINFRA_SWEEP_LOG_DIR": str(state / "log")}
+    args = ["--state-dir", str(state), "--settings", str(state / "sweep.toml"), "--dry-run"]
+
+    def cron(profile: str, nodes: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(repo / "scripts" / "health-sweep.cron"), "--profile", profile,
+                               "--nodes", nodes, *args], capture_output=True, text=True,
+                              env=env, timeout=300)
+
+    quiet = cron("local", "node1")
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
+    loud = cron(str(state / "fail3.toml"), "node3")
+    assert loud.returncode == 2
+    assert "(dry run: nothing was changed)" in loud.stdout and "drained node3" in loud.stdout
+    assert "node3: drain aiinfra: host.disk: /tmp free" in loud.stdout
+    log = (state / "log" / "health-sweep.log").read_text()
+    assert log.count("=== exit ") == 2 and os.access(repo / "scripts" / "health-sweep.cron",
+                                                      os.X_OK)
+    assert not node("node3")[1].startswith("aiinfra:")
