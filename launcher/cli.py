@@ -253,3 +253,171 @@ def _job_id(text: str) -> str:
 def _print_json(data: object) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
+
+
+# ======================================================================================
+# The nightly health sweep and its reports (issue 9). Each command imports its modules
+# when it runs; pandas and matplotlib only inside `aiinfra report`.
+# ======================================================================================
+
+EXIT_UNKNOWN = 3  # Nagios UNKNOWN: the sweep could not run (another one holds the lock)
+
+
+@main.command()
+@click.option("--profile", "-p", "profile_ref", required=True,
+              help="Cluster profile (name or path): thresholds and the default partition.")
+@click.option("--partition", help="Sweep this partition [default: the profile's].")
+@click.option("--nodes", "node_list", help="Only these nodes (Slurm hostlist, node[001-512]).")
+@click.option("--tier", type=click.Choice(["quick", "standard", "deep"]),
+              help="Which checks each node runs [default: settings' tier, quick].")
+@click.option("--settings", "settings_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML file with a [sweep] table (drain_after, resume_after, ...).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override one sweep setting, e.g. --set drain_after=2 (repeatable).")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Lock and run directories (must be visible to the nodes).")
+@click.option("--history", type=click.Path(dir_okay=False, path_type=Path),
+              help="SQLite history file [default: STATE_DIR/history.sqlite].")
+@click.option("--textfile", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a Prometheus node_exporter textfile here.")
+@click.option("--dry-run", is_flag=True,
+              help="Run the checks, show every action; change no node, write no history.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def sweep(profile_ref: str, partition: str | None, node_list: str | None, tier: str | None,
+          settings_file: Path | None, sets: Sequence[str], state_dir: Path | None,
+          history: Path | None, textfile: Path | None, dry_run: bool, as_json: bool) -> None:
+    """Check every node through Slurm; drain CRIT nodes, resume healed ones.
+
+    Exit code: the worst status (OK 0, WARN 1, CRIT 2, UNKNOWN 3); CRIT when the
+    blast-radius cap stopped the drains; 3 when another sweep is running."""
+    from aiinfra.health import sweep as decisions
+    from aiinfra.health import sweeprun
+    from aiinfra.launcher.profile import load_profile
+
+    loaded = load_profile(profile_ref)
+    flags = {"tier": tier, "state_dir": _str(state_dir), "history": _str(history),
+             "textfile": _str(textfile)}
+    settings = sweeprun.settings_for(loaded, settings_file, sets, flags)
+    request = sweeprun.Request(loaded, settings, partition, node_list, dry_run)
+    try:
+        summary = sweeprun.run_sweep(request, lambda line: click.echo(f"aiinfra: {line}",
+                                                                      err=True))
+    except sweeprun.SweepBusy as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_UNKNOWN)
+    if as_json:
+        _print_json(summary.as_json())
+    else:
+        click.echo("\n".join(decisions.actions_text(summary)))
+    sys.exit(summary.status.value)
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+@main.group()
+def report() -> None:
+    """Reports over the sweep history and sacct (needs the `report` extra: pandas)."""
+
+
+_since_option = click.option("--since", default="30d", show_default=True,
+                             help="How far back: a number and m, h, d or w.")
+_format_option = click.option("--format", "fmt", default="table", show_default=True,
+                              type=click.Choice(["table", "csv", "json", "html"]),
+                              help="table (terminal), csv, json, or html with plots.")
+_output_option = click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+                              help="Write here instead of standard output.")
+_history_option = click.option("--history", type=click.Path(dir_okay=False, path_type=Path),
+                               help="Sweep history [default: ~/.local/state/aiinfra/sweep/"
+                                    "history.sqlite].")
+
+
+@report.command("nodes")
+@_since_option
+@_format_option
+@_output_option
+@_history_option
+@click.option("--flap-min", default=2, show_default=True, help="Pass/fail flips that make a "
+              "node flapping.")
+@click.option("--drop", default=0.2, show_default=True, help="Flag measured values this "
+              "share below the node's own baseline or the fleet median.")
+def report_nodes(since: str, fmt: str, output: Path | None, history: Path | None,
+                 flap_min: int, drop: float) -> None:
+    """Pass/fail history per node, flapping nodes, failing checks, slow nodes."""
+    import time
+
+    from aiinfra.health import report as reports
+    from aiinfra.health.history import connect
+
+    reports.require_pandas()
+    with connect(_history_file(history, must_exist=True)) as conn:
+        made = reports.nodes_report(conn, time.time() - reports.since_seconds(since),
+                                    flap_min=flap_min, drop=drop)
+    _emit(reports.render(made, fmt), output)  # type: ignore[arg-type]
+
+
+@report.command("jobs")
+@_since_option
+@_format_option
+@_output_option
+@_history_option
+def report_jobs(since: str, fmt: str, output: Path | None, history: Path | None) -> None:
+    """Job states, restarts and failures per node from sacct, linked to node health."""
+    from aiinfra.health import report as reports
+    from aiinfra.health.history import connect
+
+    frame, start = _sacct(since)
+    path = _history_file(history, must_exist=False)
+    verdicts = None
+    if path.exists():
+        with connect(path) as conn:
+            verdicts = reports.load_verdicts(conn, start)
+    _emit(reports.render(reports.jobs_report(frame, verdicts), fmt), output)  # type: ignore[arg-type]
+
+
+@report.command("goodput")
+@_since_option
+@_format_option
+@_output_option
+@click.option("--price-per-gpu-hour", "price", type=float, default=0.0, show_default=True,
+              help="Price of one GPU-hour (of one CPU-hour on clusters without GPUs).")
+def report_goodput(since: str, fmt: str, output: Path | None, price: float) -> None:
+    """GPU-hours used, and lost to failures, requeues and preemption; in money."""
+    from aiinfra.health import report as reports
+
+    frame, _ = _sacct(since)
+    _emit(reports.render(reports.goodput_report(frame, price), fmt), output)  # type: ignore[arg-type]
+
+
+def _sacct(since: str) -> tuple[Any, float]:
+    import time
+
+    from aiinfra.health import report as reports
+    from aiinfra.launcher import slurm
+
+    reports.require_pandas()
+    start = time.time() - reports.since_seconds(since)
+    text = slurm.sacct_records(time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start)),
+                               reports.SACCT_FIELDS)
+    return reports.parse_sacct(text), start
+
+
+def _history_file(history: Path | None, must_exist: bool) -> Path:
+    from aiinfra.health.sweep import SweepSettings
+    from aiinfra.health.sweeprun import history_path
+
+    path = history or history_path(SweepSettings())
+    if must_exist and not path.exists():
+        raise InputError(f"no sweep history at {path} (run `aiinfra sweep` or pass --history)")
+    return path
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    from aiinfra.launcher.files import write_atomic
+
+    write_atomic(output, text)
+    click.echo(f"aiinfra: wrote {output}", err=True)

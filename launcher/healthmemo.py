@@ -49,7 +49,9 @@ def _validated_marker(health: HealthSettings) -> Path | None:
 
 def _check_health_tables(health: HealthSettings, origins: Origins) -> None:
     from aiinfra.health.registry import checks
+    from aiinfra.health.sweep import SweepSettings
 
+    check_partial(SweepSettings, health.sweep, origins, "health.sweep")
     known = checks()
     tables = [("health.thresholds", health.thresholds)] + [
         (f"health.override[{i}].thresholds", o.thresholds) for i, o in enumerate(health.override)]

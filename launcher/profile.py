@@ -59,6 +59,8 @@ class HealthSettings:
     thresholds: Thresholds = field({}, doc="per-check thresholds: [health.thresholds.\"NAME\"]")
     override: tuple[HealthOverride, ...] = field((), doc="[[health.override]] per node pattern")
     skip: tuple[str, ...] = field((), doc="checks (or globs) that do not apply to these nodes")
+    sweep: Mapping[str, Any] = field({}, doc="[health.sweep]: nightly sweep settings "
+                                     "(aiinfra.health.sweep.SweepSettings)")
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,10 @@ def run(argv: Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
     return proc.stdout
 
 
-def sbatch(script: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
+def sbatch(script: Path, timeout_s: float = DEFAULT_TIMEOUT_S,
+           options: Sequence[str] = ()) -> str:
     """Submit ``script`` and return the job id (``--parsable``: ``id`` or ``id;cluster``)."""
-    argv = ["sbatch", "--parsable", str(script)]
+    argv = ["sbatch", "--parsable", *options, str(script)]
     out = run(argv, timeout_s).strip()
     job_id = out.split(";", 1)[0]
     if not job_id.isdigit():
@@ -276,3 +277,63 @@ def parse_unresponsive(text: str) -> tuple[str, ...]:
         if node and (flags.endswith("*") or flags.rstrip("*") in _DEAD_STATES):
             dead.add(node)
     return tuple(sorted(dead))
+
+
+# ---------------------------------------------------------------- node states (the sweep)
+
+def node_states(partition: str | None = None, nodes: str | None = None,
+                timeout_s: float = DEFAULT_TIMEOUT_S) -> list[tuple[str, str, str]]:
+    """``(node, state, reason)`` for each node once, from ``sinfo --Node`` (state as
+    ``%T``: idle, mixed, drained, down*...; reason ``""`` when none). The reason is the last
+    field, so a reason holding the delimiter arrives whole."""
+    argv = ["sinfo", "--noheader", "--Node", "--format=%N|%T|%E"]
+    argv += [f"--partition={partition}"] if partition else []
+    argv += [f"--nodes={nodes}"] if nodes else []
+    seen: dict[str, tuple[str, str, str]] = {}
+    for line in run(argv, timeout_s).splitlines():
+        if line.strip():
+            name, state, reason = line.split("|", 2)
+            seen.setdefault(name, (name, state, "" if reason == "none" else reason))
+    return list(seen.values())
+
+
+def drain(node: str, reason: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    run(["scontrol", "update", f"NodeName={node}", "State=DRAIN", f"Reason={reason}"], timeout_s)
+
+
+def resume(node: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], timeout_s)
+
+
+def create_maint_reservation(name: str, nodes: Sequence[str], minutes: int, user: str,
+                             timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """A maintenance reservation no other job can use, even over running jobs."""
+    run(["scontrol", "create", "reservation", f"ReservationName={name}",
+         f"Nodes={','.join(nodes)}", "StartTime=now", f"Duration={minutes}", f"Users={user}",
+         "Flags=maint,ignore_jobs"], timeout_s)
+
+
+def delete_reservation(name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    run(["scontrol", "delete", f"ReservationName={name}"], timeout_s)
+
+
+def reservations(timeout_s: float = DEFAULT_TIMEOUT_S) -> list[str]:
+    """Names of the reservations slurmctld holds."""
+    out = run(["scontrol", "--oneliner", "show", "reservation"], timeout_s)
+    return [word.split("=", 1)[1] for line in out.splitlines() for word in line.split()[:1]
+            if word.startswith("ReservationName=")]
+
+
+def jobs_named(name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, str]:
+    """Job id -> state of the jobs slurmctld still knows under ``name``."""
+    out = run(["squeue", "--noheader", f"--name={name}", "--format=%i|%T"], timeout_s)
+    return dict(line.split("|", 1) for line in out.splitlines() if line.strip())
+
+
+def sacct_records(start: str, fields: Sequence[str],
+                  timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
+    """Every user's job allocations since ``start``, one record per attempt
+    (``--duplicates``: a requeued job shows each run), ``-P`` text without header."""
+    return run(["sacct", "--parsable2", "--noheader", "--allusers", "--allocations",
+                "--duplicates", f"--starttime={start}", f"--format={','.join(fields)}"],
+               timeout_s)

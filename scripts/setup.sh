@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 VENV="${AIINFRA_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
-APT_PACKAGES=(openmpi-bin libopenmpi-dev shellcheck curl)
+APT_PACKAGES=(openmpi-bin libopenmpi-dev shellcheck curl chromium)
 TORCH_PIN="torch==2.13.0"  # the CPU build this machine kind keeps on disk; the
                            # project's own requirement stays a range (pyproject.toml)
 

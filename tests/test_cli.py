@@ -35,6 +35,8 @@ print('EXIT=' + str(code))
     ["submit", "examples/train_ddp.toml", "--profile", "local", "--dry-run"],
     ["submit", "examples/serve.toml", "--profile", "local", "--dry-run"],
     ["profiles", "list"],
+    ["sweep", "--help"],
+    ["report", "nodes", "--help"],
 ], ids=lambda a: " ".join(a[:2]))
 def test_login_node_commands_import_nothing_heavy(args: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-c", PROBE % (HEAVY,), *args], cwd=REPO,
