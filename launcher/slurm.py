@@ -86,7 +86,7 @@ def job_state(job_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> JobState:
     except SlurmError:
         live = ""  # slurmctld has forgotten a finished job ("Invalid job id"); sacct has not
     if live.strip():
-        jid, name, state, nodes, elapsed, _reason = live.strip().splitlines()[0].split("|", 5)
+        jid, name, state, nodes, elapsed, _reason = split_fields(live.strip().splitlines()[0], 6)
         return JobState(jid, name, state, "", nodes, elapsed, _restarts(job_id, timeout_s))
     rows = sacct(job_id, timeout_s)
     if not rows:
@@ -96,11 +96,19 @@ def job_state(job_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> JobState:
                     row["NodeList"], row["Elapsed"], None)
 
 
+def split_fields(line: str, count: int, name_at: int = 1) -> list[str]:
+    """The ``count`` fields of a ``|``-separated line whose field ``name_at`` (a job name,
+    which a user may write with ``|`` in it) takes the delimiters beyond the expected."""
+    parts = line.split("|")
+    end = name_at + len(parts) - count + 1
+    return [*parts[:name_at], "|".join(parts[name_at:end]), *parts[end:]]
+
+
 def sacct(job_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[dict[str, str]]:
     """The job's allocation row (steps left out) as ``field -> value``."""
     out = run(["sacct", "--parsable2", "--noheader", "--allocations", "--jobs", job_id,
                f"--format={','.join(_SACCT_FIELDS)}"], timeout_s)
-    return [dict(zip(_SACCT_FIELDS, line.split("|"), strict=True))
+    return [dict(zip(_SACCT_FIELDS, split_fields(line, len(_SACCT_FIELDS)), strict=True))
             for line in out.splitlines() if line.strip()]
 
 
@@ -211,7 +219,7 @@ def parse_history(text: str) -> tuple[Run, ...]:
 
 
 def _acct_row(line: str) -> AcctRow:
-    job_id, name, state, exit_code, nodes, start, end = line.split("|")
+    job_id, name, state, exit_code, nodes, start, end = split_fields(line, 7)
     code, _, signal = exit_code.partition(":")
     base, _, step = job_id.partition(".")
     return AcctRow(base, step, name, state.split(" ", 1)[0], _int(code),

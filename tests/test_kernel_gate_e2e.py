@@ -58,7 +58,7 @@ def test_drain_signature_keeps_node3_out_warn_signature_lets_node2_in(cluster: N
     assert ("aiinfra: preflight: node2 WARN: kernel.log: nfs.not_responding on NFS server "
             "100.73.159.36 x3 (warn:") in batch
     assert re.search(r"attempt 0 on node1 node2 node3", batch)
-    assert "requeueing without node3 (round 1 of 1)" in batch
+    assert "preflight: bad nodes node3 (round 1 of 1)" in batch and "excluding node3" in batch
     assert "preflight passed on node1 node2 node4" in batch
     ran = sorted(re.findall(r"ran-on=(\w+)",
                             (tmp_path / "logs" / f"kgate-{job_id}.attempt1.log").read_text()))

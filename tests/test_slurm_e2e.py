@@ -47,7 +47,8 @@ def test_train_ddp_matches_a_single_machine_run(cluster: None, tmp_path: Path) -
     assert set(re.findall(r"host=(node\d)", out)) == set(hostnames(
         wait_final(job["job_id"], nodes=2)["NodeList"]))
     batch_log = Path(job["log"]).read_text()
-    assert "attempt 0 finished with exit code 0" in batch_log
+    assert "attempt 0 command returned 0" in batch_log
+    assert "final: COMPLETED: the command completed" in batch_log
 
 
 def test_mpi_allreduce(cluster: None, tmp_path: Path) -> None:

@@ -133,3 +133,15 @@ def _wait_for_runs(job_id: str, count: int, timeout_s: float) -> tuple[slurm.Run
         last = runs
         time.sleep(2)
     raise AssertionError(f"job {job_id}: {last}")
+
+
+def test_a_job_name_with_the_delimiter_parses() -> None:
+    """Job names are the user's: `|` in one must not shift the other fields."""
+    from aiinfra.launcher.slurm import parse_history, split_fields
+
+    assert split_fields("7|a|b|c|RUNNING|0:0", 4) == ["7", "a|b|c", "RUNNING", "0:0"]
+    assert split_fields("7|a|b|RUNNING|0:0", 4) == ["7", "a|b", "RUNNING", "0:0"]
+    assert split_fields("7|ab|RUNNING|0:0", 4) == ["7", "ab", "RUNNING", "0:0"]
+    runs = parse_history("12|x|y;z|COMPLETED|0:0|node1|2026-01-01T00:00:00|2026-01-01T00:01:00\n"
+                         "12.0|x|y;z|FAILED|3:0|node1|2026-01-01T00:00:00|2026-01-01T00:01:00\n")
+    assert runs[0].alloc.name == "x|y;z" and runs[0].steps[0].exit_code == 3

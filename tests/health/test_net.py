@@ -245,7 +245,7 @@ def _run_two_node_job(launch: str, profile: Path, out: Path) -> dict[str, dict[s
     script.write_text(JOB.format(launch=launch, aiinfra=AIINFRA, profile=profile, out=out))
     job_id = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True,
                             text=True, check=True).stdout.strip().split(";")[0]
-    row = wait_final(job_id, timeout_s=90)
+    row = wait_final(job_id, timeout_s=90, nodes=2)  # slurmdbd settles the node list late
     assert row["State"] == "COMPLETED", (row, (out / "stdout.log").read_text())
     nodes = hostnames(row["NodeList"])
     assert len(nodes) == 2
