@@ -103,3 +103,35 @@ def test_a_checkpoint_of_another_world_size_is_refused(tmp_path: Path) -> None:
                           env=env(ckpt), capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "'world_size': 2" in proc.stdout + proc.stderr
+
+
+# --- the mpirun twin: examples/mpi_train.py (mpi4py, no torch) ---------------------------------
+
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
+
+def mpirun(*args: str) -> list[str]:
+    return ["mpirun", "-n", "2", "--oversubscribe", sys.executable,
+            str(REPO / "examples" / "mpi_train.py"), "--steps", "150", *args]
+
+
+def test_mpi_train_resumes_after_sigterm_to_mpirun_with_the_same_checksum(
+        tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    whole = subprocess.run(mpirun(), env=env(ckpt, **MPI_ENV), capture_output=True, text=True,
+                           timeout=300, check=True).stdout
+    assert not ckpt.exists()
+    slow = mpirun("--step-seconds", "0.02", "--checkpoint-every", "10")
+    proc = subprocess.Popen(slow, env=env(ckpt, **MPI_ENV), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(ckpt.glob("*.complete"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # mpirun passes SIGTERM on to the ranks
+    first, err = proc.communicate(timeout=120)
+    stopped = re.search(r"^stopped_at_step=(\d+) signal=15", first, re.M)
+    assert stopped, first + err[-3000:]
+    second = subprocess.run(slow, env=env(ckpt, **MPI_ENV), capture_output=True, text=True,
+                            timeout=300, check=True).stdout
+    assert f"resumed_from_step={stopped.group(1)}\n" in second
+    assert checksum(second) == checksum(whole)
