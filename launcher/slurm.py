@@ -212,7 +212,7 @@ def unresponsive_nodes(nodelist: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> t
     return parse_unresponsive(out)
 
 
-_DEAD_STATES = ("down", "fail", "failing", "no_respond", "power_down", "powered_down")
+_DEAD_STATES = ("down", "fail")
 
 
 def parse_unresponsive(text: str) -> tuple[str, ...]:
@@ -224,3 +224,10 @@ def parse_unresponsive(text: str) -> tuple[str, ...]:
         if node and (flags.endswith("*") or flags.rstrip("*") in _DEAD_STATES):
             dead.add(node)
     return tuple(sorted(dead))
+
+
+def partition_nodes(partition: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[str, ...]:
+    """Every node of ``partition``, sorted: the gate's "too few nodes left" guard counts them."""
+    out = run(["sinfo", "--noheader", "--Node", "--partition", partition, "--format=%N"],
+              timeout_s)
+    return tuple(sorted({line.strip() for line in out.splitlines() if line.strip()}))

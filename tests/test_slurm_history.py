@@ -122,6 +122,15 @@ def test_job_history_of_a_real_requeued_job(cluster: None, tmp_path: Path) -> No
     assert slurm.job_info(job_id).restarts == 1
 
 
+@pytest.mark.slurm
+def test_partition_nodes_and_a_real_sinfo_state_line(cluster: None) -> None:
+    assert slurm.partition_nodes("debug") == ("node1", "node2", "node3", "node4")
+    states = slurm.run(["sinfo", "--noheader", "--Node", "--nodes", "node[1-4]",
+                        "--format=%N|%T"])
+    assert {line.split("|")[0] for line in states.split()} == {f"node{n}" for n in range(1, 5)}
+    assert set(slurm.unresponsive_nodes("node[1-4]")) == set(parse_unresponsive(states))
+
+
 def _wait_for_runs(job_id: str, count: int, timeout_s: float) -> tuple[slurm.Run, ...]:
     """The history once ``count`` runs have ended and two reads in a row agree."""
     deadline = time.monotonic() + timeout_s
