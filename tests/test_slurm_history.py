@@ -67,11 +67,13 @@ def test_a_job_without_steps_and_empty_output() -> None:
 
 def test_scontrol_show_job_fields() -> None:
     info = parse_job_info((FIXTURES / "scontrol_show_job_running.txt").read_text())
-    assert info == slurm.JobInfo("14", "RUNNING", 0, None, "node[1-2]", "", "debug")
+    assert info == slurm.JobInfo("14", "RUNNING", 0, None, "node[1-2]", "", "debug", None)
     preempted = parse_job_info("JobId=9 JobState=COMPLETING Restarts=2 "
-                               "PreemptTime=2026-11-23T18:40:00 ExcNodeList=node3 NodeList=node1")
+                               "PreemptTime=2026-11-23T18:40:00 ExcNodeList=node3 NodeList=node1 "
+                               "EndTime=2026-11-23T18:41:00")
     assert (preempted.restarts, preempted.preempt_time, preempted.excluded) == (
         2, "2026-11-23T18:40:00", "node3")
+    assert preempted.end_time == "2026-11-23T18:41:00"
 
 
 @pytest.mark.parametrize(("line", "dead"), [
