@@ -18,9 +18,11 @@ With torch.distributed (or mpi4py) initialized, replicated state is written by r
 only, every rank returns from :func:`save` once the checkpoint is durable, every rank
 loads the step rank 0 chose, and :func:`stop_requested` answers the same on every rank.
 
-Stopping: SIGTERM and SIGUSR2 only set a flag (checkpointing happens at a step boundary,
-never in a handler); the supervisor also writes ``AIINFRA_STOP_FILE`` for ranks that no
-signal reaches (torchrun's agent forwards neither USR1 nor USR2).
+Stopping: once :func:`stop_requested` (or :func:`install_signal_handlers`) has been
+called, SIGTERM and SIGUSR2 only set a flag (checkpointing happens at a step boundary,
+never in a handler); a program that never asks keeps the default behaviour (it dies). The
+supervisor also writes ``AIINFRA_STOP_FILE`` for ranks that no signal reaches (torchrun's
+agent forwards neither USR1 nor USR2).
 """
 
 from __future__ import annotations
@@ -285,7 +287,6 @@ def save(state: Any, step: int, *, directory: str | os.PathLike[str] | None = No
     """
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise CheckpointError(f"step must be a non-negative integer, not {step!r}")
-    install_signal_handlers()
     root, count, group = checkpoint_dir(directory), keep_count(keep), _group()
     if group.rank == 0:
         root.mkdir(parents=True, exist_ok=True)
@@ -416,7 +417,6 @@ def load_latest(default: Any = None, *, directory: str | os.PathLike[str] | None
     checkpoints) and every rank loads that one. A sharded checkpoint loads in place into
     ``into`` (a state dict with the same keys), which is returned.
     """
-    install_signal_handlers()
     root, group = checkpoint_dir(directory), _group()
     chosen = latest_marker(root) if group.rank == 0 else None
     step = group.broadcast(chosen.step if chosen else -1)
@@ -512,7 +512,8 @@ def _main_thread() -> bool:
 def stop_requested() -> bool:
     """True once this job should checkpoint and exit: the same answer on every rank.
 
-    Local evidence is a SIGTERM/SIGUSR2 received by this process or the file named by
+    The first call installs the signal handlers (:func:`install_signal_handlers`). Local
+    evidence is a SIGTERM/SIGUSR2 received by this process or the file named by
     ``$AIINFRA_STOP_FILE`` (looked at most every second). Under torch.distributed or
     mpi4py the ranks all-reduce it (MAX), so call this on every rank at the same points.
     Once True it stays True, without further collectives.

@@ -30,6 +30,7 @@ Rules, in the order :func:`decide` applies them:
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -55,7 +56,8 @@ class Evidence:
     supervisor received ("USR2" before the time limit, "TERM"); ``preempt_time``:
     ``scontrol show job`` shows a PreemptTime; ``requeued``: Slurm's restart count moved
     past this attempt (someone else requeued the job); ``time_limit``: the job reached
-    its time limit; ``job_state``: the allocation's state; ``unresponsive``: allocated
+    its time limit (:func:`time_limit_reached`: a TERM without USR2 at the limit is the
+    limit, not a scancel); ``job_state``: the allocation's state; ``unresponsive``: allocated
     nodes that are down or not responding; ``bad_nodes``: the preflight gate's verdict
     (the command did not run).
     """
@@ -135,6 +137,21 @@ class PastAttempt(Protocol):
 
 
 # --- classify ------------------------------------------------------------------------------
+
+def time_limit_reached(end_time: str | None, now: datetime.datetime,
+                       slack_s: float = 5.0) -> bool:
+    """``now`` is at or past the job's EndTime (``scontrol show job``, local time).
+
+    Slurm sends SIGTERM at the time limit, never before it (its timer may be late), so a
+    TERM at this point is the limit even when no USR2 came first.
+    """
+    if end_time is None:
+        return False
+    end = datetime.datetime.fromisoformat(end_time)
+    if end.tzinfo is None and now.tzinfo is not None:
+        now = now.astimezone().replace(tzinfo=None)  # scontrol prints local time
+    return (now - end).total_seconds() >= -slack_s
+
 
 def classify(ev: Evidence) -> Outcome:
     """How the attempt ended, from the strongest evidence down (see the module doc)."""

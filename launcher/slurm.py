@@ -247,6 +247,7 @@ class JobInfo:
     nodes: str
     excluded: str
     partition: str
+    end_time: str | None  # when the time limit falls (start + limit), local ISO time
 
 
 def job_info(job_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> JobInfo:
@@ -259,7 +260,7 @@ def parse_job_info(text: str) -> JobInfo:
     return JobInfo(fields.get("JobId", ""), fields.get("JobState", ""),
                    _int(fields.get("Restarts", "0")), _when(fields.get("PreemptTime", "None")),
                    _nodes(fields.get("NodeList", "")), _nodes(fields.get("ExcNodeList", "")),
-                   fields.get("Partition", ""))
+                   fields.get("Partition", ""), _when(fields.get("EndTime", "Unknown")))
 
 
 def _nodes(text: str) -> str:
@@ -273,7 +274,7 @@ def unresponsive_nodes(nodelist: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> t
     return parse_unresponsive(out)
 
 
-_DEAD_STATES = ("down", "fail", "failing", "no_respond", "power_down", "powered_down")
+_DEAD_STATES = ("down", "fail")
 
 
 def parse_unresponsive(text: str) -> tuple[str, ...]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import pytest
 
 from aiinfra.launcher.ledger import Entry
 from aiinfra.launcher.requeue import (Attempt, Budget, Decision, Evidence, Outcome, Room,
-                                      classify, decide, progressed, stalled)
+                                      classify, decide, progressed, stalled,
+                                      time_limit_reached)
 from aiinfra.launcher.slurm import AcctRow, parse_history
 
 SACCT = Path(__file__).parent / "fixtures" / "sacct"
@@ -216,3 +218,18 @@ def test_decisions_are_frozen() -> None:
     decision = Decision("final", "FAILED", "x")
     with pytest.raises(AttributeError):
         decision.state = "COMPLETED"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("now", "reached"), [
+    ("2026-11-23T18:40:00", False), ("2026-11-23T18:40:54", False),
+    ("2026-11-23T18:40:56", True), ("2026-11-23T18:41:00", True), ("2026-11-23T18:42:30", True),
+])
+def test_time_limit_reached_against_scontrols_end_time(now: str, reached: bool) -> None:
+    when = datetime.datetime.fromisoformat(now)
+    assert time_limit_reached("2026-11-23T18:41:00", when) is reached
+    local = when.astimezone()  # an aware "now" is compared in local time, as scontrol prints
+    assert time_limit_reached("2026-11-23T18:41:00", local) is reached
+
+
+def test_no_end_time_is_no_time_limit() -> None:
+    assert time_limit_reached(None, datetime.datetime.now()) is False

@@ -67,11 +67,13 @@ def test_a_job_without_steps_and_empty_output() -> None:
 
 def test_scontrol_show_job_fields() -> None:
     info = parse_job_info((FIXTURES / "scontrol_show_job_running.txt").read_text())
-    assert info == slurm.JobInfo("14", "RUNNING", 0, None, "node[1-2]", "", "debug")
+    assert info == slurm.JobInfo("14", "RUNNING", 0, None, "node[1-2]", "", "debug", None)
     preempted = parse_job_info("JobId=9 JobState=COMPLETING Restarts=2 "
-                               "PreemptTime=2026-11-23T18:40:00 ExcNodeList=node3 NodeList=node1")
+                               "PreemptTime=2026-11-23T18:40:00 ExcNodeList=node3 NodeList=node1 "
+                               "EndTime=2026-11-23T18:41:00")
     assert (preempted.restarts, preempted.preempt_time, preempted.excluded) == (
         2, "2026-11-23T18:40:00", "node3")
+    assert preempted.end_time == "2026-11-23T18:41:00"
 
 
 @pytest.mark.parametrize(("line", "dead"), [
@@ -120,6 +122,15 @@ def test_job_history_of_a_real_requeued_job(cluster: None, tmp_path: Path) -> No
         "0", "FAILED", 3)
     assert [s.step for s in second.steps if s.step.isdigit()] == ["0", "1"]
     assert slurm.job_info(job_id).restarts == 1
+
+
+@pytest.mark.slurm
+def test_partition_nodes_and_a_real_sinfo_state_line(cluster: None) -> None:
+    assert slurm.partition_nodes("debug") == ("node1", "node2", "node3", "node4")
+    states = slurm.run(["sinfo", "--noheader", "--Node", "--nodes", "node[1-4]",
+                        "--format=%N|%T"])
+    assert {line.split("|")[0] for line in states.split()} == {f"node{n}" for n in range(1, 5)}
+    assert set(slurm.unresponsive_nodes("node[1-4]")) == set(parse_unresponsive(states))
 
 
 def _wait_for_runs(job_id: str, count: int, timeout_s: float) -> tuple[slurm.Run, ...]:

@@ -4,11 +4,11 @@ The implementation lives in :mod:`aiinfra.launcher.checkpoint`; this module is t
 users import. Importing it imports no torch.
 """
 
-from aiinfra.launcher.checkpoint import (DEFAULT_KEEP, ENV_DIR, ENV_KEEP, ENV_STOP,
-                                         CheckpointError, Marker, checkpoint_dir,
-                                         complete_steps, install_signal_handlers, keep_count,
-                                         latest_marker, latest_step, load_latest, markers,
-                                         prune, save, stop_requested, stop_signal)
+from .launcher.checkpoint import (DEFAULT_KEEP, ENV_DIR, ENV_KEEP, ENV_STOP,
+                                 CheckpointError, Marker, checkpoint_dir,
+                                 complete_steps, install_signal_handlers, keep_count,
+                                 latest_marker, latest_step, load_latest, markers,
+                                 prune, save, stop_requested, stop_signal)
 
 __all__ = ["DEFAULT_KEEP", "ENV_DIR", "ENV_KEEP", "ENV_STOP", "CheckpointError", "Marker",
            "checkpoint_dir", "complete_steps", "install_signal_handlers", "keep_count",
