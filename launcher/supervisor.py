@@ -10,6 +10,7 @@ Everything about the job comes from the submit-time snapshot.
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import socket
@@ -25,7 +26,8 @@ from . import checkpoint, ledger, slurm
 from .errors import SlurmError
 from .files import write_atomic
 from .render import slug
-from .requeue import Attempt, Budget, Decision, Evidence, Outcome, Room, classify, decide
+from .requeue import (Attempt, Budget, Decision, Evidence, Outcome, Room, classify, decide,
+                      time_limit_reached)
 from .snapshot import Snapshot, read_snapshot
 from .submit import self_argv
 
@@ -203,6 +205,7 @@ def evidence(ctx: Context, returncode: int, signals: Signals) -> Evidence:
     return Evidence(step=_step_line(ctx), returncode=returncode,
                     signals=frozenset(signals.received), preempt_time=info.preempt_time is not None,
                     requeued=info.restarts > ctx.attempt, job_state=info.state,
+                    time_limit=time_limit_reached(info.end_time, datetime.datetime.now()),
                     unresponsive=slurm.unresponsive_nodes(",".join(ctx.nodes)))
 
 
