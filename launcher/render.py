@@ -342,9 +342,15 @@ def shquote(value: object) -> str:
     if isinstance(value, Raw):
         return str(value)
     text = str(value)
-    if text.startswith("="):  # safe for shlex, but an assignment `A==x` reads as a typo
+    # Safe for shlex, but `=x` reads as a botched assignment and a bare reserved word (found
+    # by the fuzz harness: mpirun_args = ["then"]) as broken syntax, to shellcheck and people.
+    if text.startswith("=") or text in BASH_RESERVED:
         return "'" + text.replace("'", "'\"'\"'") + "'"
     return shlex.quote(text)
+
+
+BASH_RESERVED = frozenset(("case", "coproc", "do", "done", "elif", "else", "esac", "fi", "for",
+                           "function", "if", "in", "select", "then", "time", "until", "while"))
 
 
 def argv(words: Iterable[object]) -> str:

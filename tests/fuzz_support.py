@@ -146,14 +146,16 @@ def shellcheck(script: Path) -> str | None:
 
 
 def launch_call(found: list[Call], tail: list[str], inside: list[str] = ()) -> Call:
-    """The stub call that started the user's program: its argv ends with ``tail`` and holds
-    ``inside`` as consecutive words."""
+    """The supervisor's call (``aiinfra attempt SNAPSHOT -- LAUNCH...``) whose launch line
+    ends with ``tail`` and holds ``inside`` as consecutive words; its argv is the launch."""
     want, seq = [w.encode() for w in tail], [w.encode() for w in inside]
     for call in found:
-        ends = not want or call.argv[-len(want):] == want
-        holds = not seq or any(call.argv[i:i + len(seq)] == seq for i in range(len(call.argv)))
-        if call.argv[0] in (b"srun", b"mpirun") and call.argv[-1] != b"--nodes" and ends and holds:
-            if b"health" not in call.argv[:8]:
-                return call
+        if call.argv[:2] != [b"aiinfra-stub", b"attempt"] or b"--" not in call.argv:
+            continue
+        launch = call.argv[call.argv.index(b"--") + 1:]
+        ends = not want or launch[-len(want):] == want
+        holds = not seq or any(launch[i:i + len(seq)] == seq for i in range(len(launch)))
+        if ends and holds:
+            return Call(launch, call.env)
     shown = [json.dumps([a.decode(errors="replace") for a in c.argv]) for c in found]
     raise AssertionError(f"no launch ends with {tail!r} holding {inside!r}: {shown}")

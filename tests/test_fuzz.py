@@ -205,6 +205,8 @@ def check_profile(p: dict[str, Any]) -> None:
 @example({"modules": ["cuda/12.4", "a b", "$(id)"], "env": {"NCCL_IB_HCA": "mlx5_0:1,\n"},
           "partition": "gpu", "partitions": {"gpu": 4}, "disk_path": "/tmp",
           "override": "node[1-4]", "mpirun_args": ["--mca", "a b"]})
+@example({"modules": ["then"], "env": {}, "partition": ":", "partitions": {":": 1},
+          "disk_path": ":", "override": ":", "mpirun_args": ["then", "fi", "do"]})
 @example({"modules": [], "env": {}, "partition": "a\nb", "partitions": {"a\nb": 1},
           "disk_path": "/tmp", "override": "node1", "mpirun_args": []})
 def test_fuzz_profiles(p: dict[str, Any]) -> None:
