@@ -107,6 +107,8 @@ class Signals:
         if self.first_at is None:
             self.first_at = time.time()
             self.stop_file.touch()
+            say(f"SIG{signal.Signals(signum).name.removeprefix('SIG')} at {self.first_at:.3f}: "
+                f"the ranks are asked to checkpoint and stop ({self.stop_file})")
 
     def ignore_term(self) -> None:
         """`scontrol requeue` signals this process too: it must finish its work first."""
