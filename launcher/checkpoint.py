@@ -44,6 +44,7 @@ from types import FrameType
 from typing import IO, Any, Protocol
 
 from .errors import AiinfraError
+from .files import fsync_dir
 
 ENV_DIR = "AIINFRA_CHECKPOINT_DIR"
 ENV_KEEP = "AIINFRA_CHECKPOINT_KEEP"
@@ -315,7 +316,7 @@ def _save_file(state: Any, step: int, root: Path) -> Marker:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(root)
+    fsync_dir(root)
     return Marker(step, fmt, final.name,
                   (FileSum(final.name, writer.size, writer.digest.hexdigest()),), _now())
 
@@ -344,10 +345,10 @@ def _save_sharded(state: Any, step: int, root: Path, group: _Group) -> Marker:
     files = tuple(FileSum(f"{final.name}/{p.relative_to(tmp)}", p.stat().st_size, _sha256(p))
                   for p in sorted(tmp.rglob("*")) if p.is_file())
     for path in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
-        _fsync_dir(path)
+        fsync_dir(path)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     return Marker(step, "dcp", final.name, files, _now())
 
 
@@ -362,15 +363,7 @@ def _write_marker(root: Path, marker: Marker) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, final)
-    _fsync_dir(root)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(root)
 
 
 def _now() -> str:

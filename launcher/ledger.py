@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AiinfraError
+from .files import fsync_dir
 from .requeue import OUTCOMES, Attempt, Decision, Evidence, classify
 from .slurm import Run
 
@@ -118,7 +119,7 @@ def append(path: Path, entry: Entry) -> None:
     finally:
         os.close(fd)
     if created:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def _ends_with_newline(path: Path) -> bool:
@@ -128,14 +129,6 @@ def _ends_with_newline(path: Path) -> bool:
             return True
         handle.seek(size - 1)
         return handle.read(1) == b"\n"
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read(path: Path) -> Ledger:
