@@ -31,9 +31,7 @@ def memory(value: str) -> str | None:
 
 
 def job_name(value: str) -> str | None:
-    if not value.strip():
-        return "must not be empty"
-    return "must not contain control characters (newlines, tabs)" if _CONTROL.search(value) else None
+    return "must not be empty" if not value.strip() else sbatch_text(value)
 
 
 def sbatch_text(value: str) -> str | None:

@@ -17,7 +17,7 @@ from aiinfra import __version__
 
 from .fields import SbatchValue
 from .files import cache_dir, package_dir
-from .profile import LoadedProfile, PartitionSpec
+from .profile import HealthSettings, LoadedProfile, PartitionSpec
 from .schema import as_plain
 from .slurmtime import format_time, parse_time
 from .snapshot import SNAPSHOT_SUFFIX, snapshot_text
@@ -202,8 +202,12 @@ def build_context(res: Resolved, loaded: LoadedJob, lp: LoadedProfile, spec_hash
 def gate_tier(res: Resolved, lp: LoadedProfile) -> str | None:
     """The preflight gate's tier, or None when the job or the profile turns it off."""
     health = lp.profile.health
-    enabled = health.gate if res.job.preflight is None else res.job.preflight
-    return health.gate_tier if enabled else None
+    return health.gate_tier if gate_enabled(res.job, health) else None
+
+
+def gate_enabled(job: JobSpec, health: HealthSettings) -> bool:
+    """The job's ``preflight`` wins over the profile's ``health.gate``."""
+    return health.gate if job.preflight is None else job.preflight
 
 
 def signal_lead_s(res: Resolved, loaded: LoadedJob) -> int | None:

@@ -87,7 +87,7 @@ def job_state(job_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> JobState:
         live = ""  # slurmctld has forgotten a finished job ("Invalid job id"); sacct has not
     if live.strip():
         jid, name, state, nodes, elapsed, _reason = split_fields(live.strip().splitlines()[0], 6)
-        return JobState(jid, name, state, "", nodes, elapsed, _restarts(job_id, timeout_s))
+        return JobState(jid, name, state, "", nodes, elapsed, job_info(job_id, timeout_s).restarts)
     rows = sacct(job_id, timeout_s)
     if not rows:
         raise SlurmError(["sacct", "-j", job_id], 0, f"job {job_id} is unknown to squeue and sacct")
@@ -110,14 +110,6 @@ def sacct(job_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[dict[str, s
                f"--format={','.join(_SACCT_FIELDS)}"], timeout_s)
     return [dict(zip(_SACCT_FIELDS, split_fields(line, len(_SACCT_FIELDS)), strict=True))
             for line in out.splitlines() if line.strip()]
-
-
-def _restarts(job_id: str, timeout_s: float) -> int | None:
-    out = run(["scontrol", "--oneliner", "show", "job", job_id], timeout_s)
-    for word in out.split():
-        if word.startswith("Restarts="):
-            return int(word.split("=", 1)[1])
-    return None
 
 
 # --- inside the allocation: the supervisor's view of its own job -------------------------

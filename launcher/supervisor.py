@@ -25,7 +25,7 @@ from types import FrameType
 from . import checkpoint, ledger, slurm
 from .errors import SlurmError
 from .files import write_atomic
-from .render import slug
+from .render import gate_enabled, slug
 from .requeue import (Attempt, Budget, Decision, Evidence, Outcome, Room, classify, decide,
                       time_limit_reached)
 from .snapshot import Snapshot, read_snapshot
@@ -155,7 +155,7 @@ def own_exclude(snap: Snapshot) -> str | None:
 
 # ---------------------------------------------------------------- the step
 
-def launch(ctx: Context, argv: Sequence[str], signals: Signals) -> int:
+def launch(ctx: Context, argv: Sequence[str]) -> int:
     """Run the launch line with its output in the attempt's step log; its return code."""
     with open(ctx.step_log, "ab") as log:
         child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log,
@@ -274,7 +274,7 @@ def supervise(ctx: Context, argv: Sequence[str], serve_at: str | None = None) ->
     start = ledger.now_iso()
     signals = Signals(ctx.stop_file)
     signals.install()
-    if _gate_on(ctx):
+    if gate_enabled(ctx.snapshot.job.job, ctx.snapshot.profile.profile.health):
         bad = gate(ctx)
         if bad is None:
             say(f"preflight: the gate itself failed: is {' '.join(ctx.aiinfra)} runnable on "
@@ -285,12 +285,8 @@ def supervise(ctx: Context, argv: Sequence[str], serve_at: str | None = None) ->
             return conclude(ctx, Attempt(verdict, room=room(ctx)), start, signals)
         say(f"preflight passed on {' '.join(ctx.nodes)}")
     before = progress(ctx)
-    code = launch(ctx, argv, signals) if serve_at is None else serve(ctx, argv, serve_at)
+    code = launch(ctx, argv) if serve_at is None else serve(ctx, argv, serve_at)
     say(f"attempt {ctx.attempt} command returned {code}")
     outcome: Outcome = classify(evidence(ctx, code, signals))
     return conclude(ctx, Attempt(outcome, before, progress(ctx)), start, signals)
 
-
-def _gate_on(ctx: Context) -> bool:
-    job, health = ctx.snapshot.job.job, ctx.snapshot.profile.profile.health
-    return health.gate if job.preflight is None else job.preflight
