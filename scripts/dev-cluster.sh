@@ -29,6 +29,11 @@
 #                                  checkpoint before it is requeued [20]
 #   AIINFRA_DEV_CLUSTER_NO_INSTALL set to 1 to never run apt-get
 #   AIINFRA_DEV_CLUSTER_KEEP_JOBS  set to 1 so that `down` does not cancel jobs
+#   AIINFRA_DEV_CLUSTER_INSTANCE   K in 1..9 runs a second, independent cluster
+#                                  beside the default one [0]: config in
+#                                  /etc/slurm-K, state in ...-cluster-K, every
+#                                  port shifted, job ids from K*2000+1.  Its
+#                                  users set SLURM_CONF=/etc/slurm-K/slurm.conf.
 #
 # Configuration is written to /etc/slurm (Debian's default), so plain sbatch,
 # squeue, sacct, ... work without SLURM_CONF.
@@ -40,11 +45,15 @@ export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:${PATH
 # ----------------------------------------------------------------------------
 # Settings
 # ----------------------------------------------------------------------------
-STATE_DIR="${AIINFRA_DEV_CLUSTER_DIR:-/var/lib/aiinfra-dev-cluster}"
+INSTANCE="${AIINFRA_DEV_CLUSTER_INSTANCE:-0}"
+[[ "$INSTANCE" =~ ^[0-9]$ ]] || { echo "AIINFRA_DEV_CLUSTER_INSTANCE must be 0..9" >&2; exit 2; }
+SUFFIX=""
+((INSTANCE == 0)) || SUFFIX="-${INSTANCE}"
+STATE_DIR="${AIINFRA_DEV_CLUSTER_DIR:-/var/lib/aiinfra-dev-cluster${SUFFIX}}"
 NUM_NODES="${AIINFRA_DEV_CLUSTER_NODES:-4}"
 NODE_MEM_MB="${AIINFRA_DEV_CLUSTER_MEM_MB:-2000}"
 WAIT_TIMEOUT="${AIINFRA_DEV_CLUSTER_TIMEOUT:-90}"
-DB_PORT="${AIINFRA_DEV_CLUSTER_DB_PORT:-13306}"
+DB_PORT="${AIINFRA_DEV_CLUSTER_DB_PORT:-$((13306 + INSTANCE))}"
 CRED_EXPIRE="${AIINFRA_DEV_CLUSTER_CRED_EXPIRE:-30}"
 
 CLUSTER_NAME="aiinfra"
@@ -53,12 +62,17 @@ URGENT_PARTITION="urgent"        # preempts debug (PreemptType=preempt/partition
 GRACE_TIME="${AIINFRA_DEV_CLUSTER_GRACE_TIME:-20}"
 ACCOUNT="dev"
 SLURM_USER="root"
-SLURMCTLD_PORT=6817
-SLURMDBD_PORT=6819
-SLURMD_BASE_PORT=17000           # nodeN listens on SLURMD_BASE_PORT + N
+SLURMCTLD_PORT=$((6817 + 10 * INSTANCE))
+SLURMDBD_PORT=$((6819 + 10 * INSTANCE))
+SLURMD_BASE_PORT=$((17000 + 100 * INSTANCE))   # nodeN listens on SLURMD_BASE_PORT + N
+# Job ids of instance K start at K*2000+1: ports derived from the job id
+# (torchrun's rendezvous) then differ between instances.
+FIRST_JOB_ID=$((2000 * INSTANCE + 1))
 
-SLURM_CONF_DIR="/etc/slurm"
+SLURM_CONF_DIR="/etc/slurm${SUFFIX}"
 SLURM_CONF="${SLURM_CONF_DIR}/slurm.conf"
+# Every Slurm command and daemon started here reads this instance's config.
+export SLURM_CONF
 SLURMDBD_CONF="${SLURM_CONF_DIR}/slurmdbd.conf"
 
 MUNGE_KEY="/etc/munge/munge.key"
@@ -178,18 +192,24 @@ find_procs() {
   done
 }
 
+# stray_pid COMM [ARG]: a daemon of the default instance that lost its pid file.
+# Other instances never guess: the process found could be another instance's.
+stray_pid() {
+  local pid
+  ((INSTANCE == 0)) || return 1
+  pid="$(find_procs "$@" | head -n1)"
+  [[ -n "$pid" ]] && echo "$pid"
+}
+
 # daemon_pid NAME: pid of a running daemon of ours, or fail.
 daemon_pid() {
   local name="$1" pid
   case "$name" in
     munged)    pid_from_file "$MUNGE_PID_FILE" munged ;;
     mariadbd)  pid_from_file "$DB_PID_FILE" mariadbd ;;
-    slurmdbd)  pid_from_file "${RUN_DIR}/slurmdbd.pid" slurmdbd \
-                 || { pid="$(find_procs slurmdbd | head -n1)"; [[ -n "$pid" ]] && echo "$pid"; } ;;
-    slurmctld) pid_from_file "${RUN_DIR}/slurmctld.pid" slurmctld \
-                 || { pid="$(find_procs slurmctld | head -n1)"; [[ -n "$pid" ]] && echo "$pid"; } ;;
-    node*)     pid_from_file "${RUN_DIR}/slurmd-${name}.pid" slurmd \
-                 || { pid="$(find_procs slurmd "$name" | head -n1)"; [[ -n "$pid" ]] && echo "$pid"; } ;;
+    slurmdbd)  pid_from_file "${RUN_DIR}/slurmdbd.pid" slurmdbd || stray_pid slurmdbd ;;
+    slurmctld) pid_from_file "${RUN_DIR}/slurmctld.pid" slurmctld || stray_pid slurmctld ;;
+    node*)     pid_from_file "${RUN_DIR}/slurmd-${name}.pid" slurmd || stray_pid slurmd "$name" ;;
     *) return 1 ;;
   esac
 }
@@ -341,6 +361,7 @@ write_configs() {
 ClusterName=${CLUSTER_NAME}
 SlurmctldHost=${SHORT_HOST}(127.0.0.1)
 SlurmctldPort=${SLURMCTLD_PORT}
+FirstJobId=${FIRST_JOB_ID}
 SlurmUser=${SLURM_USER}
 SlurmdUser=root
 AuthType=auth/munge
@@ -673,7 +694,7 @@ cmd_down() {
 
   stop_slurm_daemons
   # Job steps orphaned by the slurmds (only possible when jobs were kept).
-  if [[ "${AIINFRA_DEV_CLUSTER_KEEP_JOBS:-0}" != 1 ]]; then
+  if [[ "${AIINFRA_DEV_CLUSTER_KEEP_JOBS:-0}" != 1 ]] && ((INSTANCE == 0)); then
     for pid in $(find_procs slurmstepd); do stop_pid slurmstepd "$pid"; done
   fi
   if pid="$(daemon_pid slurmdbd)"; then stop_pid slurmdbd "$pid"; fi
