@@ -192,12 +192,26 @@ find_procs() {
   done
 }
 
-# stray_pid COMM [ARG]: a daemon of the default instance that lost its pid file.
-# Other instances never guess: the process found could be another instance's.
+# ours PID: the process reads this instance's config (its SLURM_CONF, default
+# /etc/slurm/slurm.conf): daemons and job steps of other instances are not ours.
+ours() {
+  local conf
+  conf="$(tr '\0' '\n' 2>/dev/null <"/proc/$1/environ" | sed -n 's/^SLURM_CONF=//p' | head -n1)"
+  [[ "${conf:-/etc/slurm/slurm.conf}" == "$SLURM_CONF" ]]
+}
+
+# our_procs COMM [ARG]: find_procs limited to this instance's processes.
+our_procs() {
+  local pid
+  for pid in $(find_procs "$@"); do
+    if ours "$pid"; then echo "$pid"; fi
+  done
+}
+
+# stray_pid COMM [ARG]: a daemon of ours that lost its pid file.
 stray_pid() {
   local pid
-  ((INSTANCE == 0)) || return 1
-  pid="$(find_procs "$@" | head -n1)"
+  pid="$(our_procs "$@" | head -n1)"
   [[ -n "$pid" ]] && echo "$pid"
 }
 
@@ -694,8 +708,8 @@ cmd_down() {
 
   stop_slurm_daemons
   # Job steps orphaned by the slurmds (only possible when jobs were kept).
-  if [[ "${AIINFRA_DEV_CLUSTER_KEEP_JOBS:-0}" != 1 ]] && ((INSTANCE == 0)); then
-    for pid in $(find_procs slurmstepd); do stop_pid slurmstepd "$pid"; done
+  if [[ "${AIINFRA_DEV_CLUSTER_KEEP_JOBS:-0}" != 1 ]]; then
+    for pid in $(our_procs slurmstepd); do stop_pid slurmstepd "$pid"; done
   fi
   if pid="$(daemon_pid slurmdbd)"; then stop_pid slurmdbd "$pid"; fi
   if pid="$(daemon_pid mariadbd)"; then stop_pid mariadbd "$pid"; fi
