@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dev-cluster.sh -- run a real multi-node Slurm cluster on this one machine.
 #
-# Usage: scripts/dev-cluster.sh up|down|status|restart
+# Usage: scripts/dev-cluster.sh up|down|status|restart [--nodes N]
 #
 #   up       install missing packages, write configs, start munge, mariadb,
 #            slurmdbd, slurmctld and one slurmd per node, register the
@@ -19,7 +19,7 @@
 #
 # Environment (all optional):
 #   AIINFRA_DEV_CLUSTER_DIR        state + logs   [/var/lib/aiinfra-dev-cluster]
-#   AIINFRA_DEV_CLUSTER_NODES      node count     [4]
+#   AIINFRA_DEV_CLUSTER_NODES      node count (or --nodes N, at most 99) [4]
 #   AIINFRA_DEV_CLUSTER_MEM_MB     RealMemory per node (MB) [2000]
 #   AIINFRA_DEV_CLUSTER_TIMEOUT    seconds allowed for each wait [90]
 #   AIINFRA_DEV_CLUSTER_DB_PORT    port of the private mariadbd [13306]
@@ -762,8 +762,21 @@ take_lock() {
   flock -w 600 9 || die "another dev-cluster.sh is still running (lock ${STATE_DIR}/.lock)"
 }
 
+# Options after the command: --nodes N (same as AIINFRA_DEV_CLUSTER_NODES).
+parse_options() {
+  while (($#)); do
+    case "$1" in
+      --nodes) [[ "${2:-}" =~ ^[1-9][0-9]?$ ]] || die "--nodes takes 1..99"; NUM_NODES="$2"; shift 2 ;;
+      *) usage ;;
+    esac
+  done
+}
+
 main() {
-  case "${1:-}" in
+  local command="${1:-}"
+  (($#)) && shift
+  parse_options "$@"
+  case "$command" in
     up)      take_lock; cmd_up ;;
     down)    take_lock; cmd_down ;;
     status)  cmd_status ;;

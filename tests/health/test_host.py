@@ -37,7 +37,34 @@ def proc(tmp_path: Path) -> Path:
 
 def collect(proc: Path, disk_path: str | None = None) -> dict:
     thresholds = {"host.disk": {"path": disk_path}} if disk_path else {}
-    return {"host": host.collect_host(CollectContext("n1", "quick", thresholds), proc)}
+    ctx = CollectContext("n1", "quick", thresholds)
+    return {"host": host.collect_host(ctx, proc, lambda seconds: None)}
+
+
+def test_a_process_that_leaves_d_state_before_the_recheck_is_not_stuck(proc: Path) -> None:
+    """Healthy processes pass through D state for milliseconds (I/O, page faults): only one
+    still there after DSTATE_RECHECK_S counts. Another enters D state meanwhile: not counted
+    either (it was not in the first sample)."""
+    (proc / "301" / "stat").write_text(STATS[301].replace(" S ", " D ", 1) + "\n")
+    waited: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waited.append(seconds)
+        (proc / "301" / "stat").write_text(STATS[301] + "\n")          # its read completed
+        (proc / "200" / "stat").write_text(STATS[200].replace(" S ", " D ", 1) + "\n")
+        (proc / "4242" / "stat").write_text(STATS[4242] + "\n")        # still D
+
+    ctx = CollectContext("n1", "quick", {})
+    facts = host.collect_host(ctx, proc, sleep)
+    assert waited == [host.DSTATE_RECHECK_S]
+    assert facts["dstate"] == [{"pid": 4242, "comm": "nfs stuck (x)"}]
+
+
+def test_no_d_state_process_means_no_wait(proc: Path) -> None:
+    (proc / "4242" / "stat").write_text(STATS[4242].replace(" D ", " S ", 1) + "\n")
+    waited: list[float] = []
+    facts = host.collect_host(CollectContext("n1", "quick", {}), proc, waited.append)
+    assert (facts["dstate"], waited) == ([], [])
 
 
 def test_collector_reads_proc(proc: Path, tmp_path: Path) -> None:
