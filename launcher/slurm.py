@@ -183,10 +183,15 @@ class Run:
     def ended(self) -> bool:
         return self.started and self.alloc.end is not None
 
-    def launched_step(self) -> AcctRow | None:
-        """The numbered step started last (the job's own command; a gate step runs before)."""
+    def launched_step(self, first: int | None = None) -> AcctRow | None:
+        """The job's own command: the numbered step started last or, when the caller knows
+        how many steps ran before it (a preflight gate's), the first step from ``first`` on.
+        That one is None until slurmdbd has recorded it, never the gate's step."""
         numbered = [s for s in self.steps if s.step.isdigit()]
-        return max(numbered, key=lambda s: int(s.step), default=None)
+        if first is None:
+            return max(numbered, key=lambda s: int(s.step), default=None)
+        return min((s for s in numbered if int(s.step) >= first),
+                   key=lambda s: int(s.step), default=None)
 
 
 def job_history(job_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[Run, ...]:

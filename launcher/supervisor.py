@@ -201,25 +201,27 @@ def _wait_port(host: str, port: int, timeout_s: float, child: subprocess.Popen[b
     return False
 
 
-def evidence(ctx: Context, returncode: int, signals: Signals) -> Evidence:
-    """What Slurm says about the attempt that just ended (the step line is the truth)."""
+def evidence(ctx: Context, returncode: int, signals: Signals, first_step: int) -> Evidence:
+    """What Slurm says about the attempt that just ended (the step line is the truth);
+    ``first_step``: the number of the command's step (1 after a preflight gate's step)."""
     info = slurm.job_info(ctx.job_id)
-    return Evidence(step=_step_line(ctx), returncode=returncode,
+    return Evidence(step=_step_line(ctx, first_step), returncode=returncode,
                     signals=frozenset(signals.received), preempt_time=info.preempt_time is not None,
                     requeued=info.restarts > ctx.attempt, job_state=info.state,
                     time_limit=time_limit_reached(info.end_time, datetime.datetime.now()),
                     unresponsive=slurm.unresponsive_nodes(",".join(ctx.nodes)))
 
 
-def _step_line(ctx: Context) -> slurm.AcctRow | None:
-    """This attempt's launched step, once slurmdbd has its end (it lags a little)."""
+def _step_line(ctx: Context, first_step: int) -> slurm.AcctRow | None:
+    """This attempt's launched step, once slurmdbd has recorded it and its end (it lags a
+    little: read too early, the newest numbered step is the gate's, COMPLETED 0:0)."""
     deadline = time.monotonic() + STEP_SETTLE_S
     while True:
         try:
             runs = slurm.job_history(ctx.job_id)
         except SlurmError:
             runs = ()
-        step = runs[-1].launched_step() if runs else None
+        step = runs[-1].launched_step(first_step) if runs else None
         if (step is not None and step.state not in ("RUNNING", "PENDING")) \
                 or time.monotonic() > deadline:
             return step
@@ -274,7 +276,8 @@ def supervise(ctx: Context, argv: Sequence[str], serve_at: str | None = None) ->
     start = ledger.now_iso()
     signals = Signals(ctx.stop_file)
     signals.install()
-    if gate_enabled(ctx.snapshot.job.job, ctx.snapshot.profile.profile.health):
+    gated = gate_enabled(ctx.snapshot.job.job, ctx.snapshot.profile.profile.health)
+    if gated:
         bad = gate(ctx)
         if bad is None:
             say(f"preflight: the gate itself failed: is {' '.join(ctx.aiinfra)} runnable on "
@@ -287,6 +290,6 @@ def supervise(ctx: Context, argv: Sequence[str], serve_at: str | None = None) ->
     before = progress(ctx)
     code = launch(ctx, argv) if serve_at is None else serve(ctx, argv, serve_at)
     say(f"attempt {ctx.attempt} command returned {code}")
-    outcome: Outcome = classify(evidence(ctx, code, signals))
+    outcome: Outcome = classify(evidence(ctx, code, signals, 1 if gated else 0))
     return conclude(ctx, Attempt(outcome, before, progress(ctx)), start, signals)
 

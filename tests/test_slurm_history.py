@@ -39,6 +39,17 @@ def test_the_launched_step_is_the_last_numbered_one() -> None:
     assert last is not None and (last.step, last.state) == ("2", "COMPLETED")
 
 
+def test_after_a_gate_the_command_is_the_first_step_from_1_never_the_gate() -> None:
+    (early,) = history("step_not_yet_recorded")
+    assert [s.step for s in early.steps] == ["batch", "0"]
+    assert early.launched_step() is not None          # the newest numbered step: the gate's
+    assert early.launched_step(first=1) is None       # the command's: not recorded yet
+    (run,) = history("crash_kill_on_bad_exit")
+    step = run.launched_step(first=1)
+    assert step is not None and (step.step, step.state, step.exit_code) == ("1", "FAILED", 3)
+    assert run.launched_step(first=0) is not None and run.launched_step(first=0).step == "0"
+
+
 def test_exit_code_and_signal_are_split() -> None:
     (run,) = history("timeout")
     assert (run.alloc.state, run.alloc.exit_code, run.alloc.signal) == ("TIMEOUT", 0, 0)
