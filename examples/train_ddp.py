@@ -123,7 +123,8 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     if rank == 0:
         print(f"world_size={world}", flush=True)
-    print(f"rank={rank} host={os.environ.get('SLURMD_NODENAME', '?')}", flush=True)
+    print(f"rank={rank} host={os.environ.get('SLURMD_NODENAME', '?')} pid={os.getpid()}",
+          flush=True)
     model = nn.parallel.DistributedDataParallel(make_model(args.seed))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     start = resume(args, model.module, optimizer, world)

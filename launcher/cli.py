@@ -83,19 +83,26 @@ def submit(job_file: Path, profile_ref: str, dry_run: bool, as_json: bool, nodes
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
 def status(job_id: str, as_json: bool) -> None:
-    """Show a job's state (squeue while queued or running, then sacct)."""
+    """Show a job's state (squeue while queued or running, then sacct), then one line per
+    attempt from its ledger (nodes, how it ended, checkpoint step before -> after, duration,
+    decision) and `final:` once it has ended."""
     from dataclasses import asdict
 
     from aiinfra.launcher import slurm
 
+    from aiinfra.launcher import attempts
+
     state = slurm.job_state(_job_id(job_id))
+    tried = attempts.job_attempts(state.job_id)
     if as_json:
-        _print_json(asdict(state))
+        _print_json({**asdict(state), **attempts.as_json(tried)})
         return
     restarts = "" if state.restarts is None else f"  restarts={state.restarts}"
     exit_code = f"  exit={state.exit_code}" if state.exit_code else ""
     click.echo(f"{state.job_id}  {state.name}  {state.state}{exit_code}  nodes={state.nodes}"
                f"  elapsed={state.elapsed}{restarts}")
+    for line in attempts.status_lines(tried):
+        click.echo(line)
 
 
 @main.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 import time
 from collections.abc import Sequence
@@ -229,6 +231,38 @@ def _int(text: str) -> int:
 
 def _when(text: str) -> str | None:
     return None if text in ("", "Unknown", "None") else text
+
+
+# --- where a job's files are -----------------------------------------------------------------
+
+def job_log(job_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Path | None:
+    """The job's batch log: scontrol's StdOut while slurmctld knows the job, then the
+    ``--output`` line of the script sacct's SubmitLine names (relative to WorkDir)."""
+    try:
+        known = run(["scontrol", "--oneliner", "show", "job", job_id], timeout_s)
+    except SlurmError:
+        known = ""
+    fields = dict(w.split("=", 1) for w in known.split() if "=" in w)
+    if fields.get("StdOut"):
+        return Path(fields["StdOut"])
+    out = run(["sacct", "--parsable2", "--noheader", "-X", "--jobs", job_id,
+               "--format=WorkDir,SubmitLine"], timeout_s)
+    return log_from_submit_line(out.splitlines()[0] if out.strip() else "", job_id)
+
+
+def log_from_submit_line(line: str, job_id: str) -> Path | None:
+    """``WORKDIR|sbatch ... SCRIPT`` -> the script's ``#SBATCH --output=`` with ``%j``."""
+    workdir, _, submit = line.partition("|")
+    words = submit.split()
+    if not words or not words[-1].endswith(".sbatch"):
+        return None
+    script = Path(workdir) / words[-1]
+    try:
+        text = script.read_text()
+    except OSError:
+        return None
+    match = re.search(r"^#SBATCH --output=(.+)$", text, re.M)
+    return None if match is None else Path(shlex.split(match[1])[0].replace("%j", job_id))
 
 
 # --- live facts about a job and its nodes (scontrol, sinfo) -------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -90,3 +92,39 @@ def hostnames(nodelist: str) -> list[str]:
     out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
                          text=True, check=True).stdout
     return out.split()
+
+
+def wait_for_text(path: Path, pattern: str, job_id: str, timeout_s: float = 240) -> re.Match[str]:
+    """The first match of ``pattern`` in the file at ``path``, waiting for it to appear."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = re.search(pattern, path.read_text() if path.is_file() else "")
+        if found:
+            return found
+        row = sacct_row(job_id)
+        if row and row["State"].split()[0] in FINAL:
+            raise AssertionError(f"job {job_id} ended ({row}) before {pattern!r} in {path}")
+        time.sleep(0.5)
+    raise AssertionError(f"{pattern!r} not in {path} within {timeout_s} s")
+
+
+def ledger_of(log: Path, job_id: str) -> list[dict[str, object]]:
+    path = log.with_name(log.name.replace(f"-{job_id}.log", f"-{job_id}.ledger.jsonl"))
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def attempt_log(log: Path, attempt: object) -> Path:
+    return log.with_name(f"{log.stem}.attempt{attempt}.log")
+
+
+@functools.cache
+def reference_checksum(steps: int) -> str:
+    """examples/train_ddp.py uninterrupted on this machine (2 ranks, no Slurm)."""
+    out = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--standalone",
+                          "--nproc-per-node=2", "examples/train_ddp.py", "--steps", str(steps)],
+                         cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
+    return re.findall(r"final_checksum=([0-9a-f]{64})", out.stdout)[0]
+
+
+def checksums(text: str) -> list[str]:
+    return re.findall(r"final_checksum=([0-9a-f]{64})", text)

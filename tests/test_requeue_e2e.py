@@ -5,30 +5,15 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from slurmjobs import REPO, aiinfra, submit, wait_final
+from slurmjobs import REPO, aiinfra, ledger_of, reference_checksum, submit, wait_final
 
 pytestmark = pytest.mark.slurm
 
 STEPS, STEP_S, EVERY = 60, 1.0, 10
-
-
-def _ledger(log: Path, job_id: str) -> list[dict[str, object]]:
-    path = log.with_name(log.name.replace(f"-{job_id}.log", f"-{job_id}.ledger.jsonl"))
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def _reference() -> str:
-    """The same training, uninterrupted, on this machine (2 ranks, no Slurm)."""
-    out = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--standalone",
-                          "--nproc-per-node=2", "examples/train_ddp.py", "--steps", str(STEPS)],
-                         cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
-    return re.findall(r"final_checksum=([0-9a-f]{64})", out.stdout)[0]
 
 
 def test_time_limit_checkpoints_requeues_and_resumes(cluster: None, tmp_path: Path) -> None:
@@ -40,12 +25,12 @@ def test_time_limit_checkpoints_requeues_and_resumes(cluster: None, tmp_path: Pa
     job = submit(REPO / "examples/train_ddp.toml", tmp_path / "logs", "--time", "1",
                  "--set", f"command={command}", "--set", f"checkpoint.dir={tmp_path / 'ck'}",
                  "--set", "checkpoint.signal_lead_s=20", "--set", "checkpoint.max_restarts=1")
-    expected = _reference()
+    expected = reference_checksum(STEPS)
     row = wait_final(job["job_id"], timeout_s=900, nodes=2)
     log = Path(job["log"])
     batch = log.read_text()
     assert row["State"] == "COMPLETED", batch
-    entries = _ledger(log, job["job_id"])
+    entries = ledger_of(log, job["job_id"])
     assert len(entries) >= 2, batch
     assert all(e["outcome"] == "time_limit" and e["action"] == "requeue" for e in entries[:-1])
     assert entries[-1]["outcome"] == "completed" and entries[-1]["state"] == "COMPLETED"
@@ -54,6 +39,12 @@ def test_time_limit_checkpoints_requeues_and_resumes(cluster: None, tmp_path: Pa
     last = log.with_name(f"{log.stem}.attempt{entries[-1]['attempt']}.log").read_text()
     assert f"resumed_from_step={entries[-1]['step_before']}" in last
     assert re.findall(r"final_checksum=([0-9a-f]{64})", last) == [expected]
+    shown = json.loads(aiinfra("status", job["job_id"], "--json").stdout)
+    assert [a["outcome"] for a in shown["attempts"]] == [e["outcome"] for e in entries]
+    assert shown["final"]["state"] == "COMPLETED"
+    text = aiinfra("status", job["job_id"]).stdout
+    assert text.count("  time limit  step ") == len(entries) - 1, text
+    assert "\n  final: COMPLETED: " in text, text
 
 
 def test_a_deterministic_crash_stops_after_its_budget(cluster: None, tmp_path: Path) -> None:
@@ -68,11 +59,12 @@ def test_a_deterministic_crash_stops_after_its_budget(cluster: None, tmp_path: P
     log = Path(job["log"])
     batch = log.read_text()
     assert row["State"] == "FAILED", batch
-    entries = _ledger(log, job["job_id"])
+    entries = ledger_of(log, job["job_id"])
     assert [e["outcome"] for e in entries] == ["crash", "crash"], batch
     assert [e["exit_code"] for e in entries] == [3, 3]  # the step line, not the 143 of a kill
     assert [e["action"] for e in entries] == ["requeue", "final"]
     assert "final: FAILED: crash (exit code 3)" in batch
     assert "more than max_restarts=1" in batch
     status = aiinfra("status", job["job_id"]).stdout
-    assert "FAILED" in status
+    assert status.count("  crash (exit code 3)  ") == 2, status
+    assert "\n  final: FAILED: " in status, status
