@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from slurmjobs import REPO, aiinfra, ledger_of, reference_checksum, submit, wait_final
+from slurmjobs import (REPO, aiinfra, attempt_log, checksums, job_env, ledger_of,
+                       reference_checksum, submit, wait_final)
 
 pytestmark = pytest.mark.slurm
 
@@ -68,3 +70,35 @@ def test_a_deterministic_crash_stops_after_its_budget(cluster: None, tmp_path: P
     status = aiinfra("status", job["job_id"]).stdout
     assert status.count("  crash (exit code 3)  ") == 2, status
     assert "\n  final: FAILED: " in status, status
+
+
+def _mpi_reference(steps: int) -> str:
+    """examples/mpi_train.py uninterrupted on this machine (2 ranks, no Slurm)."""
+    env = {**job_env(), "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    env.pop("AIINFRA_CHECKPOINT_DIR", None)
+    out = subprocess.run(["mpirun", "-n", "2", "--oversubscribe", "python3",
+                          "examples/mpi_train.py", "--steps", str(steps)], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    return checksums(out)[0]
+
+
+def test_an_mpirun_job_checkpoints_requeues_and_resumes(cluster: None, tmp_path: Path) -> None:
+    """The mpirun twin of the time-limit test (mpi4py, 2 nodes): USR2 reaches only the batch
+    shell; the supervisor's stop file stops every rank at the same step."""
+    command = json.dumps(["python3", "examples/mpi_train.py", "--steps", str(STEPS),
+                          "--step-seconds", str(STEP_S), "--checkpoint-every", str(EVERY)])
+    job = submit(REPO / "examples/mpi_train.toml", tmp_path / "logs", "--time", "1",
+                 "--set", f"command={command}", "--set", f"checkpoint.dir={tmp_path / 'ck'}",
+                 "--set", "checkpoint.signal_lead_s=20", "--set", "checkpoint.max_restarts=1")
+    row = wait_final(job["job_id"], timeout_s=900, nodes=2)
+    log = Path(job["log"])
+    assert row["State"] == "COMPLETED", log.read_text()
+    entries = ledger_of(log, job["job_id"])
+    assert len(entries) >= 2 and entries[-1]["outcome"] == "completed", log.read_text()
+    assert all(e["outcome"] == "time_limit" for e in entries[:-1])
+    for before, after in zip(entries, entries[1:]):
+        assert after["step_before"] == before["step_after"]
+    # mpirun tags output chunks, not lines: a line may end in another chunk's tag.
+    last = attempt_log(log, entries[-1]["attempt"]).read_text()
+    assert re.search(rf"resumed_from_step={entries[-1]['step_before']}(?!\d)", last), last
+    assert checksums(last) == [_mpi_reference(STEPS)]
