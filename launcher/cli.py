@@ -56,12 +56,24 @@ def main() -> None:
 @click.option("--time", "time_limit", type=str, help="Override the time limit (Slurm format).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any job field, e.g. --set env.SEED=3 (repeatable).")
+@click.option("--after", multiple=True, metavar="JOBID",
+              help="Start only after JOBID completed successfully (afterok; repeatable).")
+@click.option("--after-any", multiple=True, metavar="JOBID",
+              help="Start only after JOBID ended, however (afterany; repeatable).")
+@click.option("--after-notok", multiple=True, metavar="JOBID",
+              help="Start only if JOBID failed (afternotok; repeatable).")
 def submit(job_file: Path, profile_ref: str, dry_run: bool, as_json: bool, nodes: str | None,
-           time_limit: str | None, sets: Sequence[str]) -> None:
-    """Render JOB_FILE's sbatch script for a profile and submit it with sbatch."""
+           time_limit: str | None, sets: Sequence[str], after: Sequence[str],
+           after_any: Sequence[str], after_notok: Sequence[str]) -> None:
+    """Render JOB_FILE's sbatch script for a profile and submit it with sbatch.
+
+    A job named by --after/--after-any/--after-notok must be known to Slurm (squeue or
+    sacct), or nothing is submitted."""
     from aiinfra.launcher import submit as submitting
 
-    overrides = submitting.overrides(nodes=nodes, time_limit=time_limit, sets=sets)
+    deps = ([("afterok", j) for j in after] + [("afterany", j) for j in after_any]
+            + [("afternotok", j) for j in after_notok])
+    overrides = submitting.overrides(nodes=nodes, time_limit=time_limit, sets=sets, after=deps)
     rendered = submitting.prepare(job_file, profile_ref, overrides, Path.cwd())
     if dry_run:
         if as_json:
@@ -70,6 +82,7 @@ def submit(job_file: Path, profile_ref: str, dry_run: bool, as_json: bool, nodes
         else:
             click.echo(rendered.text, nl=False)
         return
+    submitting.check_dependencies(deps)
     job_id = submitting.submit(rendered)
     log = str(rendered.log_for(job_id))
     if as_json:

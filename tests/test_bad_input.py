@@ -137,3 +137,19 @@ def test_bad_input_submits_nothing(cluster: None, tmp_path: Path) -> None:
                                 "--starttime=now-1hour", "--format=JobName"],
                                capture_output=True, text=True, check=True).stdout
     assert TOKEN not in queued and TOKEN not in accounted
+
+
+def test_dependencies_render_as_one_sbatch_value() -> None:
+    from aiinfra.launcher.submit import dependency
+
+    assert dependency([("afterok", "12"), ("afterany", "14"), ("afterok", "13_2")]) == \
+        "afterok:12:13_2,afterany:14"
+
+
+@pytest.mark.parametrize("bad", ["x", "12;rm -rf /", "0", "12_", "-1", ""])
+def test_a_dependency_that_is_not_a_job_id_is_refused(bad: str) -> None:
+    from aiinfra.launcher.errors import SpecError
+    from aiinfra.launcher.submit import dependency
+
+    with pytest.raises(SpecError, match="--after-notok: job id: .* is not a Slurm job id"):
+        dependency([("afternotok", bad)])

@@ -127,3 +127,55 @@ def test_a_real_preemption_checkpoints_in_the_grace_time_and_resumes(cluster: No
     assert int(stopped[1]) == preempted["step_after"] == entries[1]["step_before"]
     shown = status_of(job_id)
     assert "attempt 0  node" in shown and "  preempted  step " in shown, shown
+
+
+def slurmd_pid(node: str) -> int:
+    """The pid of this cluster's slurmd for ``node`` (other dev-cluster instances run
+    slurmds of the same names: their SLURM_CONF differs)."""
+    conf = os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        theirs = next((e[11:].decode() for e in env if e.startswith(b"SLURM_CONF=")), None)
+        if argv[:3] == [b"slurmd", b"-N", node.encode()] and (theirs or
+                                                               "/etc/slurm/slurm.conf") == conf:
+            return int(proc.name)
+    raise AssertionError(f"no slurmd for {node}")
+
+
+def wait_node_down(node: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = subprocess.run(["sinfo", "--noheader", "--Node", f"--nodes={node}",
+                                "--format=%T"], capture_output=True, text=True).stdout
+        if state.strip().startswith("down"):
+            return
+        time.sleep(1)
+    raise AssertionError(f"{node} not down after {timeout_s} s")
+
+
+@pytest.mark.exclusive
+def test_a_node_failure_requeues_and_resumes(cluster: None, tmp_path: Path) -> None:
+    """The slurmd of the job's second node dies mid-run: after SlurmdTimeout slurmctld marks
+    the node down, the job NODE_FAIL and requeues it; the test restarts that slurmd and the
+    job resumes from its last checkpoint on the nodes left."""
+    job_id, log = submit_train(tmp_path)
+    wait_for_text(attempt_log(log, 0), r"saved_checkpoint_step=10 ", job_id)
+    info = subprocess.run(["scontrol", "--oneliner", "show", "job", job_id],
+                          capture_output=True, text=True, check=True).stdout
+    batch_host = re.search(r"BatchHost=(\S+)", info)[1]  # type: ignore[index]
+    (victim,) = [n for n in hostnames(re.search(r" NodeList=(\S+)", info)[1])  # type: ignore[index]
+                 if n != batch_host]
+    os.kill(slurmd_pid(victim), signal.SIGKILL)
+    try:
+        wait_node_down(victim)
+    finally:
+        subprocess.run(["bash", str(REPO / "scripts" / "dev-cluster.sh"), "up"],
+                       capture_output=True, check=True, timeout=300)
+    entries = recovered(job_id, log)
+    assert entries[0]["outcome"] == "node_fail", entries
+    shown = status_of(job_id)
+    assert "attempt 0  node" in shown and "  node fail" in shown, shown
