@@ -128,6 +128,54 @@ def cancel(job_id: str) -> None:
     click.echo(f"cancelled {job_id}")
 
 
+@main.command()
+@click.option("--profile", "-p", "profile_ref", required=True,
+              help="Cluster profile (name or path) whose partition the probes run in.")
+@click.option("--launcher", "launchers", multiple=True,
+              type=click.Choice(["torchrun", "srun", "mpirun"]),
+              help="Probe only these launchers [default: all three].")
+@click.option("--checkpoint-mb", default=16, show_default=True, type=click.IntRange(1, 65536),
+              help="Size of the checkpoint rank 0 saves after the stop.")
+@click.option("--lead-s", default=120, show_default=True, type=click.IntRange(1),
+              help="The checkpoint.signal_lead_s your jobs will use.")
+@click.option("--time", "time_limit", default="01:00:00", show_default=True,
+              help="The time limit your jobs will use (Slurm format).")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the probes' jobs, logs and checkpoints go (visible to the nodes) "
+              "[default: ./aiinfra-doctor].")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def doctor(profile_ref: str, launchers: Sequence[str], checkpoint_mb: int, lead_s: int,
+           time_limit: str, workdir: Path | None, as_json: bool) -> None:
+    """Check the signal, checkpoint and requeue path on this cluster, once per launcher.
+
+    Submits one 2-node probe job per launcher, sends its batch shell USR2 the way
+    --signal=B: does, and reports whether every rank saw the stop and how fast, how long
+    a checkpoint save took, whether the job's own requeue worked, and whether the lead
+    fits the time limit, GraceTime and KillWait. Exit code: 0 OK, 1 WARN, 2 CRIT."""
+    from dataclasses import asdict
+
+    from aiinfra.launcher import doctor as checkup
+    from aiinfra.launcher.profile import load_profile
+    from aiinfra.launcher.slurmtime import TimeFormatError, parse_time
+
+    try:
+        limit_s = parse_time(time_limit)
+    except TimeFormatError as exc:
+        raise click.BadParameter(str(exc), param_hint="--time") from exc
+    place = (workdir or Path("aiinfra-doctor")).resolve()
+    place.mkdir(parents=True, exist_ok=True)
+    partition = load_profile(profile_ref).profile.partition
+    probes = checkup.probe_all(profile_ref, place, launchers or checkup.LAUNCHERS,
+                               checkpoint_mb, lead_s)
+    findings = checkup.evaluate(probes, checkup.site(partition), lead_s, limit_s)
+    if as_json:
+        _print_json({"probes": [asdict(p) for p in probes],
+                     "findings": [asdict(f) for f in findings]})
+    else:
+        click.echo(checkup.table(findings))
+    sys.exit(checkup.worst(findings))
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("snapshot", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--serve", is_flag=True, help="The program is an inference server: wait for "

@@ -37,6 +37,8 @@ print('EXIT=' + str(code))
     ["profiles", "list"],
     ["sweep", "--help"],
     ["report", "nodes", "--help"],
+    ["doctor", "--help"],
+    ["status", "--help"],
 ], ids=lambda a: " ".join(a[:2]))
 def test_login_node_commands_import_nothing_heavy(args: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-c", PROBE % (HEAVY,), *args], cwd=REPO,
