@@ -120,6 +120,30 @@ def status(job_id: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("job_id")
+@click.option("--attempt", type=click.IntRange(0), help="Only this attempt's output.")
+@click.option("--batch", is_flag=True, help="The batch log (the supervisor's lines) instead.")
+@click.option("--follow", "-f", is_flag=True,
+              help="Follow the output as it is written, until the job ends.")
+def logs(job_id: str, attempt: int | None, batch: bool, follow: bool) -> None:
+    """Print a job's output: every attempt's log in turn (or --attempt N, or --batch).
+
+    The files are found through Slurm (the script's --output line), so this works from any
+    directory and after the job has left squeue."""
+    from aiinfra.launcher import joblogs
+
+    files = joblogs.files_of(_job_id(job_id))
+    if follow:
+        for line in joblogs.follow(files, batch, lambda: joblogs.ended(files.job_id)):
+            click.echo(line)
+        return
+    for path in joblogs.chosen(files, attempt, batch):
+        if not path.is_file():
+            raise click.ClickException(f"{path}: no such file (yet)")
+        click.echo(path.read_text(errors="replace"), nl=False)
+
+
+@main.command()
+@click.argument("job_id")
 def cancel(job_id: str) -> None:
     """Cancel a queued or running job (scancel); an unknown or ended job is an error."""
     from aiinfra.launcher import slurm

@@ -17,7 +17,8 @@ import pytest
 
 from slurmjobs import job_env
 
-pytestmark = pytest.mark.slurm
+# Sweeps drain nodes and wait for every busy node: alone, never beside other tests.
+pytestmark = [pytest.mark.slurm, pytest.mark.exclusive]
 
 AIINFRA = [sys.executable, "-m", "aiinfra"]
 FAIL_NODE3 = """
