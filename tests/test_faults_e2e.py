@@ -20,10 +20,11 @@ from slurmjobs import (REPO, aiinfra, attempt_log, checksums, hostnames, ledger_
 pytestmark = pytest.mark.slurm
 
 STEPS, EVERY = 60, 10
+NODE_FAIL_STEPS = 90
 
 
-def submit_train(tmp_path: Path, *extra: str) -> tuple[str, Path]:
-    command = json.dumps(["python3", "examples/train_ddp.py", "--steps", str(STEPS),
+def submit_train(tmp_path: Path, *extra: str, steps: int = STEPS) -> tuple[str, Path]:
+    command = json.dumps(["python3", "examples/train_ddp.py", "--steps", str(steps),
                           "--step-seconds", "1", "--checkpoint-every", str(EVERY)])
     job = submit(REPO / "examples/train_ddp.toml", tmp_path / "logs",
                  "--set", f"command={command}", "--set", f"checkpoint.dir={tmp_path / 'ck'}",
@@ -31,14 +32,14 @@ def submit_train(tmp_path: Path, *extra: str) -> tuple[str, Path]:
     return job["job_id"], Path(job["log"])
 
 
-def recovered(job_id: str, log: Path) -> list[dict[str, object]]:
+def recovered(job_id: str, log: Path, steps: int = STEPS) -> list[dict[str, object]]:
     """The job's ledger once it has COMPLETED with the uninterrupted checksum, 2+ attempts."""
     row = wait_final(job_id, timeout_s=600, nodes=2)
     entries = ledger_of(log, job_id)
     assert row["State"] == "COMPLETED", log.read_text()
     assert len(entries) >= 2, log.read_text()
     last = attempt_log(log, entries[-1]["attempt"]).read_text()
-    assert checksums(last) == [reference_checksum(STEPS)]
+    assert checksums(last) == [reference_checksum(steps)]
     assert re.search(rf"resumed_from_step={entries[-1]['step_before']}(?!\d)", last), last
     return entries
 
@@ -162,7 +163,9 @@ def test_a_node_failure_requeues_and_resumes(cluster: None, tmp_path: Path) -> N
     """The slurmd of the job's second node dies mid-run: after SlurmdTimeout slurmctld marks
     the node down, the job NODE_FAIL and requeues it; the test restarts that slurmd and the
     job resumes from its last checkpoint on the nodes left."""
-    job_id, log = submit_train(tmp_path)
+    # 90 steps: the node is declared down up to SlurmdTimeout (60 s) after the kill, and
+    # the training must still be running then.
+    job_id, log = submit_train(tmp_path, steps=NODE_FAIL_STEPS)
     wait_for_text(attempt_log(log, 0), r"saved_checkpoint_step=10 ", job_id)
     info = subprocess.run(["scontrol", "--oneliner", "show", "job", job_id],
                           capture_output=True, text=True, check=True).stdout
@@ -175,7 +178,8 @@ def test_a_node_failure_requeues_and_resumes(cluster: None, tmp_path: Path) -> N
     finally:
         subprocess.run(["bash", str(REPO / "scripts" / "dev-cluster.sh"), "up"],
                        capture_output=True, check=True, timeout=300)
-    entries = recovered(job_id, log)
+    entries = recovered(job_id, log, NODE_FAIL_STEPS)
     assert entries[0]["outcome"] == "node_fail", entries
+    assert int(str(entries[1]["step_before"])) < NODE_FAIL_STEPS, entries  # resumed mid-run
     shown = status_of(job_id)
     assert "attempt 0  node" in shown and "  node fail" in shown, shown
