@@ -57,13 +57,24 @@ def wait_final(job_id: str, timeout_s: float = 180, nodes: int | None = None) ->
     last: dict[str, str] = {}
     while time.monotonic() < deadline:
         row = sacct_row(job_id)
-        settled = row and row["State"].split()[0] in FINAL and row == last
+        settled = row and row["State"].split()[0] in FINAL and row == last \
+            and not still_queued(job_id)
         if settled and (nodes is None or len(hostnames(row["NodeList"])) == nodes):
             return row
         last = row
         time.sleep(1)
     subprocess.run(["scancel", job_id], check=False)
     raise AssertionError(f"job {job_id} not finished after {timeout_s} s: {sacct_row(job_id)}")
+
+
+def still_queued(job_id: str) -> bool:
+    """slurmctld still has the job pending or running: a NODE_FAIL or PREEMPTED record in
+    sacct may be a run that Slurm has just requeued (measured: NODE_FAIL on two reads a
+    second apart, then the requeued run's record)."""
+    out = subprocess.run(["scontrol", "--oneliner", "show", "job", job_id],
+                         capture_output=True, text=True).stdout
+    state = re.search(r"JobState=(\S+)", out)
+    return state is not None and state[1] not in FINAL
 
 
 def wait_for_file(path: Path, job_id: str, timeout_s: float = 120) -> str:
